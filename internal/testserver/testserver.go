@@ -1,0 +1,183 @@
+// Package testserver starts real redis-server and memcached processes on free
+// loopback ports for tests, and stops them when the test ends.
+//
+// A missing binary fails the test, unless EDGEPROXY_SKIP_SERVERS=1 is set (an
+// opt-out for developers' quick runs; CI never sets it).
+package testserver
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is a running server process.
+type Server struct {
+	Addr string // host:port on 127.0.0.1
+	Port int
+	cmd  *exec.Cmd
+	t    testing.TB
+	name string
+	args []string
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func need(t testing.TB, bin string) string {
+	t.Helper()
+	for _, dir := range []string{"", "/usr/bin/", "/usr/sbin/", "/usr/local/bin/"} {
+		if p, err := exec.LookPath(dir + bin); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("EDGEPROXY_SKIP_SERVERS") == "1" {
+		t.Skipf("%s not installed and EDGEPROXY_SKIP_SERVERS=1", bin)
+	}
+	t.Fatalf("%s is not installed: run .ci/run (or apt-get install redis-server memcached)", bin)
+	return ""
+}
+
+// Redis starts redis-server without persistence on a free port.
+func Redis(t testing.TB) *Server {
+	t.Helper()
+	bin := need(t, "redis-server")
+	port := FreePort(t)
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--protected-mode", "no", "--dir", t.TempDir()}
+	return start(t, "redis-server", bin, port, args, "Ready to accept connections")
+}
+
+// Memcached starts memcached on a free port.
+func Memcached(t testing.TB) *Server {
+	t.Helper()
+	bin := need(t, "memcached")
+	port := FreePort(t)
+	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-vv"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "root")
+	}
+	// memcached -vv prints "server listening" once its socket is bound.
+	return start(t, "memcached", bin, port, args, "server listening")
+}
+
+func start(t testing.TB, name, bin string, port int, args []string, ready string) *Server {
+	t.Helper()
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, t: t, name: bin, args: args}
+	s.launch(ready)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// launch starts the process and waits, without sleeping, until it prints its
+// ready line or accepts a connection.
+func (s *Server) launch(ready string) {
+	s.t.Helper()
+	cmd := exec.Command(s.name, s.args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("starting %s: %v", s.name, err)
+	}
+	pw.Close()
+	s.cmd = cmd
+	found := make(chan bool, 1)
+	var tail strings.Builder
+	go func() {
+		sc := bufio.NewScanner(pr)
+		ok := false
+		for sc.Scan() {
+			if !ok && strings.Contains(sc.Text(), ready) {
+				ok = true
+				found <- true
+			}
+			if !ok && tail.Len() < 4096 {
+				tail.WriteString(sc.Text() + "\n")
+			}
+		}
+		if !ok {
+			found <- false
+		}
+	}()
+	select {
+	case ok := <-found:
+		if !ok {
+			s.t.Fatalf("%s exited before it was ready:\n%s", s.name, tail.String())
+		}
+	case <-time.After(15 * time.Second):
+		s.Stop()
+		s.t.Fatalf("%s not ready after 15s", s.name)
+	}
+	// Ready lines are printed after the socket is bound, but make sure.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if i == 50 {
+			s.t.Fatalf("%s printed ready but %s refuses connections: %v", s.name, s.Addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a socket, not synchronising goroutines
+	}
+}
+
+// Stop kills the process and waits for it. It is safe to call twice.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same port after Stop.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if s.cmd != nil {
+		s.Stop()
+	}
+	ready := "Ready to accept connections"
+	if strings.Contains(s.name, "memcached") {
+		ready = "server listening"
+	}
+	s.launch(ready)
+}
+
+// Pause stops the process with SIGSTOP: it keeps its socket but answers
+// nothing, like a hung server. Resume undoes it.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	if s.cmd == nil {
+		s.t.Fatalf("%s is not running", s.name)
+	}
+	if err := syscall.Kill(-s.cmd.Process.Pid, sig); err != nil {
+		s.t.Fatalf("signalling %s: %v", s.name, err)
+	}
+}
+
+func (s *Server) String() string { return fmt.Sprintf("%s@%s", s.name, s.Addr) }

@@ -1,0 +1,290 @@
+package ticketkeys
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Key file sizes, in the nginx (ssl_session_ticket_key) and HAProxy layout:
+// a 16-byte name followed by 32 or 64 bytes of secret material.
+const (
+	KeySize48 = 48
+	KeySize80 = 80
+)
+
+// maxKeyFileSize bounds what is read from a key file.
+const maxKeyFileSize = MaxKeys * KeySize80
+
+// FileModeError reports a key file that its group or others may read.
+type FileModeError struct {
+	Path string
+	Mode fs.FileMode
+}
+
+func (e *FileModeError) Error() string {
+	return fmt.Sprintf("ticketkeys: key file %q has mode %#o, readable by group or others: chmod 600 it (in Kubernetes, set defaultMode: 0400 on the secret volume)",
+		e.Path, uint32(e.Mode.Perm()))
+}
+
+// readSecretFile reads a file holding key material, refusing anything but a
+// regular file that only its owner can read, and files larger than limit.
+// The mode is checked on the open file, so a swap between the check and the
+// read cannot slip a readable file in.
+func readSecretFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ticketkeys: opening key file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ticketkeys: reading key file %q: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("ticketkeys: key file %q is not a regular file (mode %s)", path, fi.Mode())
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, nil, &FileModeError{Path: path, Mode: fi.Mode()}
+	}
+	if fi.Size() > limit {
+		return nil, nil, fmt.Errorf("ticketkeys: key file %q is %d bytes, more than the %d allowed", path, fi.Size(), limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		clear(data)
+		return nil, nil, fmt.Errorf("ticketkeys: reading key file %q: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		clear(data)
+		return nil, nil, fmt.Errorf("ticketkeys: key file %q is more than the %d bytes allowed", path, limit)
+	}
+	return data, fi, nil
+}
+
+// keySizeOf returns the per-key size of a key file of n bytes. keySize 0
+// infers it from n; otherwise it must be KeySize48 or KeySize80.
+func keySizeOf(n, keySize int) (int, error) {
+	if n == 0 {
+		return 0, errors.New("file is empty: want one or more 48- or 80-byte keys")
+	}
+	switch keySize {
+	case KeySize48, KeySize80:
+		if n%keySize != 0 {
+			return 0, fmt.Errorf("size %d bytes is not a multiple of the %d-byte key size", n, keySize)
+		}
+		return keySize, nil
+	case 0:
+	default:
+		return 0, fmt.Errorf("key size %d is not allowed: want 48 or 80", keySize)
+	}
+	d48, d80 := n%KeySize48 == 0, n%KeySize80 == 0
+	switch {
+	case d48 && d80:
+		return 0, fmt.Errorf("size %d bytes splits into either 48- or 80-byte keys: set key_size", n)
+	case d48:
+		return KeySize48, nil
+	case d80:
+		return KeySize80, nil
+	}
+	return 0, fmt.Errorf("size %d bytes is not a whole number of keys: want 48 or 80 bytes per key (name 16 | secret 32 or 64), several keys concatenated", n)
+}
+
+// parseKeyFile splits a key file into keys: each is a 16-byte name and the
+// secret derived from the rest. It never retains data, which the caller
+// should clear. Errors carry no path; the caller adds it.
+func parseKeyFile(data []byte, keySize int, created time.Time) ([]*Key, int, error) {
+	size, err := keySizeOf(len(data), keySize)
+	if err != nil {
+		return nil, 0, err
+	}
+	if n := len(data) / size; n > MaxKeys {
+		return nil, 0, fmt.Errorf("%d keys is more than the %d a ring holds", n, MaxKeys)
+	}
+	keys := make([]*Key, 0, len(data)/size)
+	for off := 0; off < len(data); off += size {
+		k := &Key{Created: created}
+		copy(k.Name[:], data[off:off+NameSize])
+		for _, prev := range keys {
+			if prev.Name == k.Name {
+				zeroKeys(keys)
+				return nil, 0, fmt.Errorf("key %d has the same name %s as an earlier key", off/size, k.Name)
+			}
+		}
+		if k.Secret, err = DeriveSecret(data[off+NameSize : off+size]); err != nil {
+			zeroKeys(keys)
+			return nil, 0, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, size, nil
+}
+
+// zeroKeys clears the secrets of keys that were never published.
+func zeroKeys(keys []*Key) {
+	for _, k := range keys {
+		clear(k.Secret[:])
+	}
+}
+
+// loadedFile is one key file as read from disk.
+type loadedFile struct {
+	path    string
+	keys    []*Key
+	keySize int
+	modTime time.Time
+}
+
+// loadKeyFiles reads and parses paths in order, rejecting names repeated
+// across files and more than MaxKeys keys in all.
+func loadKeyFiles(paths []string, keySize int) ([]loadedFile, error) {
+	var out []loadedFile
+	total := 0
+	fail := func(err error) ([]loadedFile, error) {
+		for _, lf := range out {
+			zeroKeys(lf.keys)
+		}
+		return nil, err
+	}
+	for _, p := range paths {
+		data, fi, err := readSecretFile(p, maxKeyFileSize)
+		if err != nil {
+			return fail(err)
+		}
+		keys, size, err := parseKeyFile(data, keySize, fi.ModTime())
+		clear(data)
+		if err != nil {
+			return fail(fmt.Errorf("ticketkeys: key file %q: %w", p, err))
+		}
+		out = append(out, loadedFile{path: p, keys: keys, keySize: size, modTime: fi.ModTime()})
+		for _, k := range keys {
+			for _, lf := range out[:len(out)-1] {
+				for _, prev := range lf.keys {
+					if prev.Name == k.Name {
+						return fail(fmt.Errorf("ticketkeys: key file %q: key %s is also in %q", p, k.Name, lf.path))
+					}
+				}
+			}
+		}
+		if total += len(keys); total > MaxKeys {
+			return fail(fmt.Errorf("ticketkeys: key files hold %d keys, more than the %d a ring holds", total, MaxKeys))
+		}
+	}
+	return out, nil
+}
+
+// GenerateKeyFile writes count random keys of size bytes each (KeySize48 or
+// KeySize80) to w, in the layout nginx and FileSource read. rnd nil means
+// crypto/rand.Reader.
+//
+// Warning: the output is the raw key material. Whoever reads it can decrypt
+// every session ticket sealed with these keys; write it only to a file that
+// its owner alone can read (see WriteKeyFile).
+func GenerateKeyFile(w io.Writer, size, count int, rnd io.Reader) error {
+	if size != KeySize48 && size != KeySize80 {
+		return fmt.Errorf("ticketkeys: key size %d is not allowed: want 48 or 80", size)
+	}
+	if count < 1 || count > MaxKeys {
+		return fmt.Errorf("ticketkeys: key count must be 1..%d, got %d", MaxKeys, count)
+	}
+	buf := make([]byte, size*count)
+	defer clear(buf)
+	if _, err := io.ReadFull(randReader(rnd), buf); err != nil {
+		return fmt.Errorf("ticketkeys: generating key file: %w", err)
+	}
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("ticketkeys: writing key file: %w", err)
+	}
+	return nil
+}
+
+// WriteKeyFile writes a new key file at path with mode 0600, like
+// GenerateKeyFile. It writes a temporary file in the same directory and
+// renames it over path, so a watching FileSource never reads half a file. An
+// existing file at path is replaced.
+func WriteKeyFile(path string, size, count int, rnd io.Reader) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("ticketkeys: writing key file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	// CreateTemp makes 0600 files; say so in case umask or platform differ.
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("ticketkeys: writing key file: %w", err)
+	}
+	if err := GenerateKeyFile(f, size, count, rnd); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("ticketkeys: writing key file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("ticketkeys: writing key file: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("ticketkeys: writing key file: %w", err)
+	}
+	return nil
+}
+
+// KeyInfo describes one key of a key file, without its secret.
+type KeyInfo struct {
+	// Path is the file the key is in.
+	Path string
+	// Index is the key's position in the file, from 0.
+	Index int
+	// Name is the key name in hex.
+	Name string
+	// Size is the key's size in the file: 48 or 80.
+	Size int
+	// Sealing is true for the key that seals new tickets: the first key of
+	// the first file.
+	Sealing bool
+	// Modified is the file's modification time, used as the key's creation
+	// time.
+	Modified time.Time
+	// Age is how long ago the file was modified, at inspection.
+	Age time.Duration
+}
+
+// InspectFile describes the keys of one key file without revealing their
+// secrets. It applies the checks FileSource does (mode, size, duplicate
+// names), so an error here is the error a FileSource would report.
+func InspectFile(path string) ([]KeyInfo, error) {
+	return InspectFiles(FileConfig{Paths: []string{path}})
+}
+
+// InspectFiles describes the keys cfg would load, in ring order.
+func InspectFiles(cfg FileConfig) ([]KeyInfo, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	files, err := loadKeyFiles(cfg.Paths, cfg.KeySize)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if cfg.Now != nil {
+		now = cfg.Now()
+	}
+	var out []KeyInfo
+	for _, lf := range files {
+		for i, k := range lf.keys {
+			out = append(out, KeyInfo{
+				Path: lf.path, Index: i, Name: k.Name.String(), Size: lf.keySize,
+				Sealing: len(out) == 0, Modified: lf.modTime, Age: now.Sub(lf.modTime),
+			})
+		}
+		zeroKeys(lf.keys)
+	}
+	return out, nil
+}
