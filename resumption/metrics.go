@@ -1,0 +1,75 @@
+package resumption
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds the resumption layer's Prometheus collectors. A nil *Metrics
+// counts nothing.
+type Metrics struct {
+	unwrap *prometheus.CounterVec
+	wrap   *prometheus.CounterVec
+}
+
+// Unwrap results, the values of the result label of
+// edgeproxy_resumption_unwrap_total.
+const (
+	ResultResumed       = "resumed"
+	ResultMiss          = "miss"
+	ResultExpired       = "expired"
+	ResultBad           = "bad"
+	ResultScopeMismatch = "scope_mismatch"
+	ResultStoreError    = "store_error"
+)
+
+// NewMetrics creates the collectors and registers them with reg, if reg is
+// not nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		unwrap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_resumption_unwrap_total",
+			Help: "Session identities presented by clients, by mode and result.",
+		}, []string{"mode", "result"}),
+		wrap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_resumption_wrap_total",
+			Help: "Sessions handed to clients, by mode and result (ok, error: a decoy was sent).",
+		}, []string{"mode", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.unwrap, m.wrap)
+	}
+	return m
+}
+
+// counter is the one method the hot path needs; it lets a nil *Metrics hand
+// out no-op counters.
+type counter interface{ Inc() }
+
+type nopCounter struct{}
+
+func (nopCounter) Inc() {}
+
+// modeCounters are resolved once per Layer so a handshake does no label
+// lookup.
+type modeCounters struct {
+	resumed, miss, expired, bad, scopeMismatch, storeError counter
+	wrapOK, wrapError                                      counter
+}
+
+func (m *Metrics) forMode(mode string) *modeCounters {
+	if m == nil {
+		n := nopCounter{}
+		return &modeCounters{n, n, n, n, n, n, n, n}
+	}
+	u := func(result string) counter { return m.unwrap.WithLabelValues(mode, result) }
+	return &modeCounters{
+		resumed:       u(ResultResumed),
+		miss:          u(ResultMiss),
+		expired:       u(ResultExpired),
+		bad:           u(ResultBad),
+		scopeMismatch: u(ResultScopeMismatch),
+		storeError:    u(ResultStoreError),
+		wrapOK:        m.wrap.WithLabelValues(mode, "ok"),
+		wrapError:     m.wrap.WithLabelValues(mode, "error"),
+	}
+}
