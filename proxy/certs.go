@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// CertConfig names one certificate and key file pair (PEM).
+type CertConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Certs selects a certificate by SNI among several, and can be reloaded
+// while handshakes run. The selected certificate's group is also the
+// connection's resumption scope: a session issued under one certificate never
+// resumes under another. Certs is safe for concurrent use.
+type Certs struct {
+	files []CertConfig
+	set   atomic.Pointer[certSet]
+}
+
+// certSet is an immutable snapshot of loaded certificates.
+type certSet struct {
+	exact    map[string]*certEntry // lower-case DNS name or IP
+	wildcard map[string]*certEntry // "example.com" for "*.example.com"
+	fallback *certEntry            // the first certificate
+}
+
+type certEntry struct {
+	cert  *tls.Certificate
+	group string // the scope: index and first name, e.g. "0:example.com"
+}
+
+// LoadCerts loads the certificate files. It fails if any pair does not load.
+func LoadCerts(files []CertConfig) (*Certs, error) {
+	c := &Certs{files: append([]CertConfig(nil), files...)}
+	if err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// SelfSignedCerts returns Certs holding one in-memory ECDSA P-256 certificate
+// for localhost, 127.0.0.1 and ::1, valid for a year. Clients must be told
+// to skip verification (curl -k) or trust it explicitly.
+func SelfSignedCerts() (*Certs, error) {
+	cert, err := selfSigned()
+	if err != nil {
+		return nil, err
+	}
+	c := &Certs{}
+	c.set.Store(newCertSet([]*tls.Certificate{cert}))
+	return c, nil
+}
+
+// Reload reads the certificate files again and swaps them in whole. On error
+// the certificates in use are kept. Certs made by SelfSignedCerts do not
+// reload.
+func (c *Certs) Reload() error {
+	if len(c.files) == 0 {
+		if c.set.Load() != nil {
+			return nil
+		}
+		return errors.New("proxy: no certificates configured")
+	}
+	certs := make([]*tls.Certificate, 0, len(c.files))
+	for i, f := range c.files {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return fmt.Errorf("tls.certificates[%d]: loading %q: %w", i, f.Cert, err)
+		}
+		certs = append(certs, &cert)
+	}
+	c.set.Store(newCertSet(certs))
+	return nil
+}
+
+func newCertSet(certs []*tls.Certificate) *certSet {
+	s := &certSet{exact: map[string]*certEntry{}, wildcard: map[string]*certEntry{}}
+	for i, cert := range certs {
+		leaf := cert.Leaf
+		names := []string{}
+		if leaf != nil {
+			names = append(names, leaf.DNSNames...)
+			for _, ip := range leaf.IPAddresses {
+				names = append(names, ip.String())
+			}
+			if len(names) == 0 && leaf.Subject.CommonName != "" {
+				names = append(names, leaf.Subject.CommonName)
+			}
+		}
+		first := ""
+		if len(names) > 0 {
+			first = strings.ToLower(names[0])
+		}
+		e := &certEntry{cert: cert, group: fmt.Sprintf("%d:%s", i, first)}
+		if s.fallback == nil {
+			s.fallback = e
+		}
+		for _, n := range names {
+			n = strings.ToLower(n)
+			if suffix, ok := strings.CutPrefix(n, "*."); ok {
+				if _, dup := s.wildcard[suffix]; !dup {
+					s.wildcard[suffix] = e
+				}
+			} else if _, dup := s.exact[n]; !dup {
+				s.exact[n] = e
+			}
+		}
+	}
+	return s
+}
+
+// pick returns the entry for a server name: an exact name, then a wildcard
+// one label up, then the first certificate.
+func (s *certSet) pick(serverName string) *certEntry {
+	if serverName == "" {
+		return s.fallback
+	}
+	name := serverName
+	if hasUpper(name) {
+		name = strings.ToLower(name)
+	}
+	if e := s.exact[name]; e != nil {
+		return e
+	}
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		if e := s.wildcard[name[i+1:]]; e != nil {
+			return e
+		}
+	}
+	return s.fallback
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// GetCertificate is a tls.Config.GetCertificate hook.
+func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.set.Load().pick(hello.ServerName).cert, nil
+}
+
+// Scope returns the certificate group a connection's SNI selects. It is the
+// resumption scope: see resumption.Config.Scope.
+func (c *Certs) Scope(cs tls.ConnectionState) string {
+	return c.set.Load().pick(cs.ServerName).group
+}
+
+func selfSigned() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: generating key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: generating serial: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"edgeproxy self-signed"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: self-signing: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}

@@ -1,0 +1,172 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultHandshakeTimeout bounds a TLS handshake when none is configured.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// tlsListener accepts TCP connections and completes each TLS handshake in
+// its own goroutine before handing the connection to the HTTP server. Owning
+// the handshake gives it a timeout of its own, a precise duration, and a
+// reason for every failure — none of which http.Server exposes.
+type tlsListener struct {
+	inner   net.Listener
+	config  *atomic.Pointer[tls.Config]
+	timeout time.Duration
+	metrics *TLSMetrics
+	log     *zap.Logger
+
+	conns  chan net.Conn // handshaken connections for Accept
+	done   chan struct{} // closed by Close
+	ctx    context.Context
+	cancel context.CancelFunc // aborts handshakes in progress at Close
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	// errMu protects acceptErr, the error that stopped the accept loop.
+	errMu     sync.Mutex
+	acceptErr error
+}
+
+func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, m *TLSMetrics, log *zap.Logger) *tlsListener {
+	if timeout <= 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	l := &tlsListener{
+		inner: inner, config: config, timeout: timeout, metrics: m, log: log,
+		conns: make(chan net.Conn),
+		done:  make(chan struct{}),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *tlsListener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or a transient error: back off
+				// as net/http does, rather than spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				l.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.errMu.Lock()
+			l.acceptErr = err
+			l.errMu.Unlock()
+			l.Close()
+			return
+		}
+		backoff = 0
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+func (l *tlsListener) handshake(raw net.Conn) {
+	defer l.wg.Done()
+	start := time.Now()
+	_ = raw.SetDeadline(start.Add(l.timeout))
+	tc := tls.Server(raw, l.config.Load())
+	if err := tc.HandshakeContext(l.ctx); err != nil {
+		// Count before closing, so a client that sees the close can rely
+		// on the count.
+		if l.ctx.Err() == nil {
+			reason := classifyHandshakeError(err)
+			l.metrics.handshakeFailed(reason)
+			l.log.Debug("tls handshake failed", zap.String("reason", reason), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+		}
+		raw.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	l.metrics.handshakeDone(cs.Version, cs.DidResume, time.Since(start).Seconds())
+	_ = raw.SetDeadline(time.Time{})
+	select {
+	case l.conns <- tc:
+	case <-l.done:
+		tc.Close()
+	}
+}
+
+// classifyHandshakeError names why a server handshake failed. crypto/tls has
+// no typed errors for the version and cipher cases, so those are matched on
+// their stable text.
+func classifyHandshakeError(err error) string {
+	var ne net.Error
+	var rh tls.RecordHeaderError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return ReasonTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE):
+		return ReasonClientClosed
+	case errors.As(err, &rh):
+		return ReasonBadClientHello
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
+		return ReasonVersion
+	case strings.Contains(msg, "no cipher suite supported"), strings.Contains(msg, "no mutually supported"),
+		strings.Contains(msg, "no ECDHE curve"):
+		return ReasonNoSharedCipher
+	case strings.Contains(msg, "client hello"), strings.Contains(msg, "ClientHello"), strings.Contains(msg, "unexpected message"):
+		return ReasonBadClientHello
+	}
+	return ReasonOther
+}
+
+// Accept returns the next connection whose handshake completed.
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		l.errMu.Lock()
+		defer l.errMu.Unlock()
+		if l.acceptErr != nil && !errors.Is(l.acceptErr, net.ErrClosed) {
+			return nil, l.acceptErr
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and aborts handshakes in progress; connections
+// already handed to Accept are not touched.
+func (l *tlsListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.cancel()
+		err = l.inner.Close()
+	})
+	return err
+}
+
+// wait blocks until the accept loop and every handshake goroutine ended.
+func (l *tlsListener) wait() { l.wg.Wait() }
+
+func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }

@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Timeouts for client connections. Each field's zero value uses the default
+// constant named in its doc.
+type Timeouts struct {
+	// Handshake bounds the TLS handshake. Default DefaultHandshakeTimeout.
+	Handshake time.Duration `yaml:"handshake"`
+	// ReadHeader bounds reading a request's headers. Default 10s.
+	ReadHeader time.Duration `yaml:"read_header"`
+	// Idle bounds a keep-alive connection between requests. Default 120s.
+	Idle time.Duration `yaml:"idle"`
+	// Write bounds writing a response; zero means no limit, which long
+	// downloads and WebSockets need.
+	Write time.Duration `yaml:"write"`
+}
+
+// Defaults for Timeouts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Listen is the TCP address to accept TLS on, e.g. "127.0.0.1:8443".
+	Listen string
+	// TLS is the server TLS configuration (see NewTLSConfig). Required.
+	TLS *tls.Config
+	// Handler serves requests after TLS. Required.
+	Handler http.Handler
+	// Timeouts for client connections.
+	Timeouts Timeouts
+	// Metrics counts handshakes. If nil, nothing is counted.
+	Metrics *TLSMetrics
+	// ConnContext, if set, derives each connection's base context, as
+	// http.Server.ConnContext; c is the *tls.Conn after its handshake.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// Logger receives server errors. If nil, logs are discarded.
+	Logger *zap.Logger
+}
+
+// Server accepts TLS connections, completes their handshakes and serves
+// HTTP/2 and HTTP/1.1 on them. Its handler and TLS configuration can be
+// swapped while it runs, without touching established connections.
+type Server struct {
+	cfg     ServerConfig
+	log     *zap.Logger
+	tls     atomic.Pointer[tls.Config]
+	handler atomic.Pointer[http.Handler]
+	http    *http.Server
+
+	// mu protects ln and serveErr.
+	mu       sync.Mutex
+	ln       *tlsListener
+	serveErr chan error
+}
+
+// NewServer validates cfg and returns a Server that is not yet listening.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.TLS == nil {
+		return nil, errors.New("proxy: ServerConfig.TLS is required")
+	}
+	if cfg.Handler == nil {
+		return nil, errors.New("proxy: ServerConfig.Handler is required")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.tls.Store(cfg.TLS)
+	s.handler.Store(&cfg.Handler)
+	t := cfg.Timeouts
+	s.http = &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: orDefault(t.ReadHeader, DefaultReadHeaderTimeout),
+		IdleTimeout:       orDefault(t.Idle, DefaultIdleTimeout),
+		WriteTimeout:      t.Write,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+		ConnContext:       cfg.ConnContext,
+		// Serve configures HTTP/2 because TLSConfig offers "h2"; the
+		// handshake itself is done by tlsListener with the live config.
+		TLSConfig: cfg.TLS,
+	}
+	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.handler.Load()).ServeHTTP(w, r)
+}
+
+// SetHandler swaps the request handler; requests already running finish on
+// the old one.
+func (s *Server) SetHandler(h http.Handler) { s.handler.Store(&h) }
+
+// SetTLSConfig swaps the TLS configuration for new connections.
+func (s *Server) SetTLSConfig(c *tls.Config) { s.tls.Store(c) }
+
+// Start binds the listen address and serves in the background.
+func (s *Server) Start() error {
+	inner, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listening on %q: %w", s.cfg.Listen, err)
+	}
+	return s.StartOn(inner)
+}
+
+// StartOn serves on an existing listener, which the Server then owns.
+func (s *Server) StartOn(inner net.Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		inner.Close()
+		return errors.New("proxy: server already started")
+	}
+	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Metrics, s.log)
+	s.serveErr = make(chan error, 1)
+	go func() { s.serveErr <- s.http.Serve(s.ln) }()
+	return nil
+}
+
+// Addr returns the address the server listens on, or nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops accepting, aborts handshakes in progress, and waits for
+// in-flight requests to finish until ctx ends; then it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	if ln != nil {
+		ln.Close()
+		ln.wait()
+		if serr := <-s.serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			s.log.Warn("serve ended", zap.Error(serr))
+		}
+	}
+	return err
+}

@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Kinds of upstream errors, the values of the kind label of
+// edgeproxy_upstream_errors_total.
+const (
+	// ErrorKindDial: connecting failed (refused, unreachable, DNS, dial
+	// timeout); the request was not sent.
+	ErrorKindDial = "dial"
+	// ErrorKindTimeout: the upstream did not answer in time.
+	ErrorKindTimeout = "timeout"
+	// ErrorKindTransport: the connection broke or the response was invalid.
+	ErrorKindTransport = "transport"
+	// ErrorKindCanceled: the client went away; not held against the upstream.
+	ErrorKindCanceled = "canceled"
+)
+
+// upstream is one server of a pool, with its load and health. Health is the
+// conjunction of active checks (down) and passive ejection (ejectedUntil).
+// It must not be copied.
+type upstream struct {
+	url  *url.URL
+	name string // url.String(): the metrics label and log field
+
+	inflight atomic.Int64 // requests being proxied to it (least_conn)
+
+	// down, ejectedUntil and failures are read lock-free on the request
+	// path; down and ejectedUntil change only with mu held.
+	down         atomic.Bool  // failed active checks
+	ejectedUntil atomic.Int64 // end of a passive ejection in Unix ns; 0 if none
+	failures     atomic.Int64 // consecutive transport failures
+
+	// mu protects okStreak, failStreak and reported, and serialises health
+	// transitions so each is logged and exported once, in order.
+	mu         sync.Mutex
+	okStreak   int  // consecutive passing active checks
+	failStreak int  // consecutive failing active checks
+	reported   bool // healthy state last logged and exported
+}
+
+// pool is a route's set of upstreams with their balancer and ejection policy.
+// It is safe for concurrent use.
+type pool struct {
+	upstreams []*upstream
+	balancer  balancer
+	eject     PassiveEjectConfig
+	now       func() time.Time
+	log       *zap.Logger
+	metrics   *upstreamMetrics // nil without a Registerer
+}
+
+func newPool(rc *RouteConfig, now func() time.Time, log *zap.Logger, m *upstreamMetrics) *pool {
+	p := &pool{
+		balancer: newBalancer(rc.balance()),
+		eject:    rc.PassiveEject,
+		now:      now,
+		log:      log,
+		metrics:  m,
+	}
+	for _, raw := range rc.Upstreams {
+		u, _ := parseUpstreamURL(raw) // validated by ValidateRoutes
+		up := &upstream{url: u, name: u.String(), reported: true}
+		p.upstreams = append(p.upstreams, up)
+		m.setHealthy(up.name, true)
+	}
+	return p
+}
+
+// pick returns an available upstream that is not in tried, or nil.
+func (p *pool) pick(now time.Time, tried []*upstream) *upstream {
+	return p.balancer.pick(p, now, tried)
+}
+
+// usable reports whether u may take a request now: it is healthy and was not
+// tried already for this request. An ejection whose cooldown has passed ends
+// here.
+func (p *pool) usable(u *upstream, now time.Time, tried []*upstream) bool {
+	if u.down.Load() || slices.Contains(tried, u) {
+		return false
+	}
+	until := u.ejectedUntil.Load()
+	if until == 0 {
+		return true
+	}
+	if now.UnixNano() < until {
+		return false
+	}
+	u.mu.Lock()
+	if u.ejectedUntil.CompareAndSwap(until, 0) {
+		u.failures.Store(0)
+		p.reportLocked(u, "cooldown")
+	}
+	u.mu.Unlock()
+	return !u.down.Load()
+}
+
+// transportFailed records a failed attempt on u: connection refused, timeout,
+// broken response. After PassiveEject.Failures in a row, u is ejected.
+func (p *pool) transportFailed(u *upstream) {
+	n := u.failures.Add(1)
+	if p.eject.Disabled || n < int64(p.eject.failures()) || u.ejectedUntil.Load() != 0 {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ejectedUntil.Load() == 0 {
+		u.ejectedUntil.Store(p.now().Add(p.eject.cooldown()).UnixNano())
+		p.reportLocked(u, "passive")
+	}
+}
+
+// transportOK records an attempt on u that got a response.
+func (p *pool) transportOK(u *upstream) {
+	if u.failures.Load() != 0 {
+		u.failures.Store(0)
+	}
+}
+
+// checked records the result of an active health check of u.
+func (p *pool) checked(u *upstream, ok bool, hc *HealthCheckConfig) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !ok {
+		u.okStreak = 0
+		u.failStreak++
+		if u.failStreak >= hc.unhealthyAfter() {
+			u.down.Store(true)
+		}
+		p.reportLocked(u, "health_check")
+		return
+	}
+	u.failStreak = 0
+	u.okStreak++
+	if u.okStreak >= hc.healthyAfter() {
+		u.down.Store(false)
+	}
+	// A passing check ends a passive ejection at once.
+	if u.ejectedUntil.Swap(0) != 0 {
+		u.failures.Store(0)
+	}
+	p.reportLocked(u, "health_check")
+}
+
+// reportLocked logs and exports u's health if it changed. u.mu must be held.
+func (p *pool) reportLocked(u *upstream, reason string) {
+	healthy := !u.down.Load() && u.ejectedUntil.Load() == 0
+	if healthy == u.reported {
+		return
+	}
+	u.reported = healthy
+	p.metrics.setHealthy(u.name, healthy)
+	if healthy {
+		p.log.Info("upstream up", zap.String("upstream", u.name), zap.String("reason", reason))
+	} else {
+		p.log.Warn("upstream down", zap.String("upstream", u.name), zap.String("reason", reason))
+	}
+}
+
+// newUpstreamTransport builds the transport to a route's upstreams. It speaks
+// HTTP/1.1 only, which WebSocket upgrades need.
+func newUpstreamTransport(t *UpstreamTimeouts, tlsConfig *tls.Config) *http.Transport {
+	d := &net.Dialer{Timeout: t.dial(), KeepAlive: 30 * time.Second}
+	var tc *tls.Config
+	if tlsConfig != nil {
+		tc = tlsConfig.Clone()
+	}
+	return &http.Transport{
+		Proxy:                 nil, // never via HTTP_PROXY: upstreams are addressed directly
+		DialContext:           d.DialContext,
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   t.dial(),
+		ResponseHeaderTimeout: t.responseHeader(),
+		IdleConnTimeout:       t.idleConn(),
+		MaxIdleConnsPerHost:   64,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// upstreamMetrics holds the upstream collectors. A nil *upstreamMetrics
+// records nothing.
+type upstreamMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+	healthy  *prometheus.GaugeVec
+}
+
+// newUpstreamMetrics creates the collectors and registers them with reg; a
+// nil reg gives nil. Collectors already registered by an earlier Handler (a
+// reload) are reused.
+func newUpstreamMetrics(reg prometheus.Registerer) (*upstreamMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &upstreamMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_upstream_requests_total",
+			Help: "Responses received from upstreams, by upstream and status code.",
+		}, []string{"upstream", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "edgeproxy_upstream_request_duration_seconds",
+			Help:    "Time from sending a request to an upstream to its response headers or failure.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"upstream"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_upstream_errors_total",
+			Help: "Failed upstream attempts, by upstream and kind (dial, timeout, transport, canceled).",
+		}, []string{"upstream", "kind"}),
+		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgeproxy_upstream_healthy",
+			Help: "1 if the upstream takes requests, 0 if it failed health checks or is ejected.",
+		}, []string{"upstream"}),
+	}
+	var err error
+	if m.requests, err = registerOrReuse(reg, m.requests); err != nil {
+		return nil, err
+	}
+	if m.duration, err = registerOrReuse(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.errors, err = registerOrReuse(reg, m.errors); err != nil {
+		return nil, err
+	}
+	if m.healthy, err = registerOrReuse(reg, m.healthy); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		var zero C
+		return zero, fmt.Errorf("proxy: registering upstream metrics: %w", err)
+	}
+	return c, nil
+}
+
+func (m *upstreamMetrics) response(upstream string, code int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(upstream, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(upstream).Observe(d.Seconds())
+}
+
+func (m *upstreamMetrics) failure(upstream, kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.errors.WithLabelValues(upstream, kind).Inc()
+	m.duration.WithLabelValues(upstream).Observe(d.Seconds())
+}
+
+// setHealthy exports one upstream's health. Routes sharing an upstream URL
+// share the series; the last change wins.
+func (m *upstreamMetrics) setHealthy(upstream string, healthy bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if healthy {
+		v = 1
+	}
+	m.healthy.WithLabelValues(upstream).Set(v)
+}
