@@ -1,0 +1,75 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/ticketkeys"
+)
+
+func runKeys(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: edgeproxy keys gen [--size 80|48] [--count N] [--out FILE]\n       edgeproxy keys inspect FILE...")
+		return errUsage
+	}
+	switch args[0] {
+	case "gen":
+		return keysGen(args[1:], stdout, stderr)
+	case "inspect":
+		return keysInspect(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "edgeproxy keys: unknown subcommand %q (want gen or inspect)\n", args[0])
+	return errUsage
+}
+
+func keysGen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keys gen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (nginx AES-256) or 48 (nginx AES-128)")
+	count := fs.Int("count", 1, "number of keys")
+	out := fs.String("out", "", "file to write with mode 0600 (default: standard output, refused on a terminal)")
+	force := fs.Bool("force", false, "replace an existing --out file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stdout == os.Stdout {
+			return errors.New("refusing to write raw key bytes to a terminal: use --out FILE or redirect")
+		}
+		return ticketkeys.GenerateKeyFile(stdout, *size, *count, nil)
+	}
+	if _, err := os.Lstat(*out); err == nil && !*force {
+		return fmt.Errorf("%s exists: use --force to replace it (running nodes reload it and lose its keys)", *out)
+	}
+	if err := ticketkeys.WriteKeyFile(*out, *size, *count, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d key(s) of %d bytes to %s (mode 0600)\n", *count, *size, *out)
+	return nil
+}
+
+func keysInspect(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: edgeproxy keys inspect FILE...")
+		return errUsage
+	}
+	infos, err := ticketkeys.InspectFiles(ticketkeys.FileConfig{Paths: args})
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tINDEX\tNAME\tSIZE\tROLE\tFILE AGE")
+	for _, k := range infos {
+		role := "opens"
+		if k.Sealing {
+			role = "seals+opens"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", k.Path, k.Index, k.Name, k.Size, role, k.Age.Round(time.Second))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,361 @@
+// Package app assembles an edgeproxy node from its configuration: TLS
+// listener, certificates, resumption, routes, admin listener. It owns the
+// node's lifecycle: start, reload on SIGHUP, graceful shutdown.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/ticketkeys"
+)
+
+// Options configures a node.
+type Options struct {
+	// ConfigPath is the YAML file, read at New and at every Reload. Empty:
+	// the configuration comes from Overrides alone.
+	ConfigPath string
+	// Config, if not nil and ConfigPath is empty, is the starting
+	// configuration; it is copied.
+	Config *config.Config
+	// Overrides is applied to the configuration after each load (the
+	// command-line flags).
+	Overrides func(*config.Config)
+	// BuiltinUpstream starts the demo upstream application in-process and
+	// routes every request to it, for the quick start.
+	BuiltinUpstream bool
+	// SharedKeys, if not nil, is the ticket key ring for mode tickets
+	// instead of one built from ticket_keys (in-process fleets: demo, tests).
+	SharedKeys *ticketkeys.Holder
+	// Logger, if not nil, replaces the logger built from log:.
+	Logger *zap.Logger
+}
+
+// App is one running node.
+type App struct {
+	opts Options
+	log  *zap.Logger
+	reg  *prometheus.Registry
+
+	tlsMetrics *proxy.TLSMetrics
+	resMetrics *resumption.Metrics
+
+	certs    *proxy.Certs
+	sessions *sessions
+	server   *proxy.Server
+	admin    *proxy.Admin
+	builtin  *http.Server
+	builtinU string // URL of the built-in upstream
+
+	// mu protects cfg and handler, which Reload replaces.
+	mu       sync.Mutex
+	cfg      *config.Config
+	handler  *proxy.Handler
+	draining bool
+}
+
+// New loads the configuration and builds the node without listening.
+func New(opts Options) (*App, error) {
+	a := &App{opts: opts, reg: prometheus.NewRegistry()}
+	if opts.BuiltinUpstream {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("starting built-in upstream: %w", err)
+		}
+		a.builtin = &http.Server{Handler: demoapp.Handler("builtin"), ReadHeaderTimeout: 10 * time.Second}
+		a.builtinU = "http://" + ln.Addr().String()
+		go a.builtin.Serve(ln)
+	}
+	cfg, err := a.load()
+	if err != nil {
+		a.closeBuiltin()
+		return nil, err
+	}
+	a.cfg = cfg
+	a.log = opts.Logger
+	if a.log == nil {
+		if a.log, err = NewLogger(cfg.Log); err != nil {
+			a.closeBuiltin()
+			return nil, err
+		}
+	}
+	if err := a.build(); err != nil {
+		a.closeBuiltin()
+		return nil, err
+	}
+	return a, nil
+}
+
+// load reads the configuration as Options say and validates it.
+func (a *App) load() (*config.Config, error) {
+	cfg := &config.Config{}
+	if a.opts.ConfigPath != "" {
+		c, err := config.LoadUnvalidated(a.opts.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	} else if a.opts.Config != nil {
+		c := *a.opts.Config
+		cfg = &c
+	}
+	if a.opts.Overrides != nil {
+		a.opts.Overrides(cfg)
+	}
+	if a.builtinU != "" && len(cfg.Routes) == 0 {
+		cfg.Routes = []proxy.RouteConfig{{Upstreams: []string{a.builtinU}}}
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = config.DefaultListen
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (a *App) build() error {
+	cfg := a.cfg
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
+	a.resMetrics = resumption.NewMetrics(a.reg)
+
+	var err error
+	if len(cfg.TLS.Certificates) > 0 {
+		a.certs, err = proxy.LoadCerts(cfg.TLS.Certificates)
+	} else {
+		a.log.Warn("no certificate configured: using an in-memory self-signed certificate for localhost; clients must skip verification")
+		a.certs, err = proxy.SelfSignedCerts()
+	}
+	if err != nil {
+		return err
+	}
+	a.sessions, err = buildSessions(context.Background(), cfg.Resumption, a.opts, a.certs, a.resMetrics, a.reg, a.log)
+	if err != nil {
+		return err
+	}
+	a.handler, err = a.newHandler(cfg)
+	if err != nil {
+		a.sessions.Close()
+		return err
+	}
+	tlsConf, err := a.tlsConfig(cfg)
+	if err != nil {
+		a.sessions.Close()
+		return err
+	}
+	a.server, err = proxy.NewServer(proxy.ServerConfig{
+		Listen:   cfg.Listen,
+		TLS:      tlsConf,
+		Handler:  a.handler,
+		Timeouts: cfg.Timeouts,
+		Metrics:  a.tlsMetrics,
+		Logger:   a.log,
+	})
+	if err != nil {
+		a.sessions.Close()
+		return err
+	}
+	return nil
+}
+
+func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
+	v, err := proxy.ParseTLSVersion(cfg.TLS.MinVersion)
+	if err != nil {
+		return nil, fmt.Errorf("tls.min_version: %w", err)
+	}
+	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v, Sessions: a.sessions.hooks()}), nil
+}
+
+func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
+	access := a.log.Named("access")
+	if cfg.Log.Access != nil && !*cfg.Log.Access {
+		access = nil
+	}
+	return proxy.NewHandler(proxy.HandlerConfig{
+		Routes:     cfg.Routes,
+		Logger:     a.log.Named("proxy"),
+		AccessLog:  access,
+		Registerer: a.reg,
+	})
+}
+
+// Start listens and serves.
+func (a *App) Start() error {
+	a.handler.Start()
+	if err := a.server.Start(); err != nil {
+		a.handler.Stop()
+		return err
+	}
+	adminAddr := proxy.DefaultAdminListen
+	if a.cfg.Admin != nil {
+		adminAddr = *a.cfg.Admin
+	}
+	admin, err := proxy.StartAdmin(proxy.AdminConfig{
+		Listen:   adminAddr,
+		Gatherer: a.reg,
+		Ready:    a.ready,
+		Pprof:    a.cfg.Pprof,
+		Logger:   a.log,
+	})
+	if err != nil {
+		a.Shutdown(context.Background())
+		return err
+	}
+	a.admin = admin
+	fields := []zap.Field{zap.String("listen", a.server.Addr().String()), zap.String("resumption", a.sessions.mode)}
+	if admin != nil {
+		fields = append(fields, zap.String("admin", admin.Addr().String()))
+	}
+	if a.builtinU != "" {
+		fields = append(fields, zap.String("builtin_upstream", a.builtinU))
+	}
+	a.log.Info("serving", fields...)
+	return nil
+}
+
+func (a *App) ready() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.draining {
+		return errors.New("draining")
+	}
+	return nil
+}
+
+// Addr returns the TLS listener's address.
+func (a *App) Addr() net.Addr { return a.server.Addr() }
+
+// AdminAddr returns the admin listener's address, or nil when it is off.
+func (a *App) AdminAddr() net.Addr {
+	if a.admin == nil {
+		return nil
+	}
+	return a.admin.Addr()
+}
+
+// Registry returns the node's metrics registry.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Reload re-reads the configuration, certificates and ticket key files. On
+// any error the running configuration stays in force. Established
+// connections are not touched. Settings that need a restart (listen
+// addresses, resumption mode and key source) are logged and ignored.
+func (a *App) Reload() error {
+	cfg, err := a.load()
+	if err != nil {
+		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
+		return err
+	}
+	if err := a.certs.Reload(); err != nil {
+		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
+		return err
+	}
+	if err := a.sessions.reload(); err != nil {
+		a.log.Error("ticket key reload failed; keeping the current keys", zap.Error(err))
+		return err
+	}
+	handler, err := a.newHandler(cfg)
+	if err != nil {
+		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
+		return err
+	}
+	tlsConf, err := a.tlsConfig(cfg)
+	if err != nil {
+		handler.Stop()
+		return err
+	}
+	a.mu.Lock()
+	old := a.handler
+	prev := a.cfg
+	a.handler, a.cfg = handler, cfg
+	a.mu.Unlock()
+	handler.Start()
+	a.server.SetHandler(handler)
+	a.server.SetTLSConfig(tlsConf)
+	old.Stop()
+	if cfg.Listen != prev.Listen || fmt.Sprint(cfg.Admin) != fmt.Sprint(prev.Admin) {
+		a.log.Warn("listen addresses change only on restart")
+	}
+	if cfg.Resumption.Mode != prev.Resumption.Mode || fmt.Sprint(cfg.Resumption.TicketKeys) != fmt.Sprint(prev.Resumption.TicketKeys) {
+		a.log.Warn("resumption mode and key source change only on restart")
+	}
+	a.log.Info("reloaded")
+	return nil
+}
+
+// Shutdown stops accepting, drains in-flight requests until ctx ends, and
+// releases everything.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.mu.Lock()
+	a.draining = true
+	h := a.handler
+	a.mu.Unlock()
+	err := a.server.Shutdown(ctx)
+	h.Stop()
+	a.admin.Shutdown(ctx)
+	a.sessions.Close()
+	a.closeBuiltin()
+	a.log.Info("stopped")
+	_ = a.log.Sync()
+	return err
+}
+
+func (a *App) closeBuiltin() {
+	if a.builtin != nil {
+		a.builtin.Close()
+	}
+}
+
+// Run starts a node and serves until ctx ends (SIGINT, SIGTERM), reloading
+// on SIGHUP.
+func Run(ctx context.Context, opts Options, stdout io.Writer) error {
+	a, err := New(opts)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "edgeproxy serving https://%s (resumption: %s)\n", a.Addr(), a.sessions.mode)
+	if ad := a.AdminAddr(); ad != nil {
+		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", ad)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			a.log.Info("SIGHUP: reloading")
+			_ = a.Reload()
+		case <-ctx.Done():
+			timeout := a.cfg.ShutdownTimeout
+			if timeout == 0 {
+				timeout = config.DefaultShutdownTimeout
+			}
+			a.log.Info("shutting down", zap.Duration("drain_timeout", timeout))
+			sctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			return a.Shutdown(sctx)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/ticketkeys"
+)
+
+// sessions is the resumption side of a node: the Layer plugged into
+// tls.Config and whatever runs behind it (a ticket key source, a store).
+type sessions struct {
+	mode   string
+	layer  *resumption.Layer // nil in mode off
+	holder *ticketkeys.Holder
+	source ticketkeys.Source // nil unless this node runs its own key source
+	close  []func() error
+}
+
+// hooks returns what NewTLSConfig plugs in, nil in mode off.
+func (s *sessions) hooks() proxy.SessionHooks {
+	if s.layer == nil {
+		return nil
+	}
+	return s.layer
+}
+
+// reload re-reads reloadable key material (key files on SIGHUP).
+func (s *sessions) reload() error {
+	if r, ok := s.source.(ticketkeys.Reloader); ok {
+		return r.Reload()
+	}
+	return nil
+}
+
+// degraded reports whether the key source or store is serving from its
+// last good state.
+func (s *sessions) degraded() bool {
+	return s.source != nil && s.source.Degraded()
+}
+
+func (s *sessions) Close() error {
+	var errs []error
+	for i := len(s.close) - 1; i >= 0; i-- {
+		errs = append(errs, s.close[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// buildSessions is the one place that knows every resumption backend: it
+// maps resumption.mode (and ticket_keys.source) to constructors.
+func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
+	mode := c.Mode
+	if mode == "" {
+		mode = config.DefaultMode
+	}
+	s := &sessions{mode: mode}
+	var backend resumption.Backend
+	switch mode {
+	case resumption.ModeOff:
+		return s, nil
+	case resumption.ModeTickets:
+		holder := opts.SharedKeys
+		if holder == nil {
+			holder = ticketkeys.NewHolder(ticketkeys.HolderConfig{})
+			s.close = append(s.close, holder.Close)
+			src, err := buildKeySource(c, holder, reg, log)
+			if err != nil {
+				return nil, err
+			}
+			s.source = src
+			s.close = append(s.close, src.Close)
+			if err := src.Start(ctx); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("starting ticket keys: %w", err)
+			}
+		}
+		s.holder = holder
+		t, err := resumption.NewTickets(resumption.TicketsConfig{Keys: holder})
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		backend = t
+	default:
+		return nil, fmt.Errorf("resumption.mode: %q: not supported by this build", mode)
+	}
+	layer, err := resumption.New(resumption.Config{
+		Mode:     mode,
+		Backend:  backend,
+		Lifetime: c.SessionLifetime,
+		Scope:    certs.Scope,
+		Metrics:  m,
+		Logger:   log.Named("resumption"),
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.layer = layer
+	return s, nil
+}
+
+func buildKeySource(c config.Resumption, h *ticketkeys.Holder, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
+	m, err := ticketkeys.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	log = log.Named("ticketkeys")
+	k := c.TicketKeys
+	switch k.Source {
+	case "", "generate":
+		return ticketkeys.NewGenerateSource(h, ticketkeys.GenerateConfig{
+			RotateEvery: k.RotateEvery, Lifetime: c.SessionLifetime, Logger: log, Metrics: m,
+		})
+	case "file":
+		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, Logger: log, Metrics: m})
+	}
+	return nil, fmt.Errorf("resumption.ticket_keys.source: %q: must be generate, file or redis", k.Source)
+}

@@ -1,0 +1,280 @@
+// Package config reads and validates edgeproxy's YAML configuration file.
+// It only describes and checks; building the proxy from a Config is the
+// job of internal/app.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/resumption"
+)
+
+// Defaults for fields whose zero value means "use the default".
+const (
+	DefaultListen          = "127.0.0.1:8443"
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultMode            = resumption.ModeTickets
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the TLS address. Default DefaultListen.
+	Listen string `yaml:"listen"`
+	// Admin is the admin listener (/metrics, /healthz, /readyz). Absent:
+	// proxy.DefaultAdminListen; the empty string turns it off.
+	Admin *string `yaml:"admin"`
+	// Pprof mounts /debug/pprof on the admin listener.
+	Pprof bool `yaml:"pprof"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// TLS configures certificates and versions.
+	TLS TLS `yaml:"tls"`
+	// Timeouts for client connections.
+	Timeouts proxy.Timeouts `yaml:"timeouts"`
+	// ShutdownTimeout bounds draining on SIGTERM. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Routes map hosts and paths to upstream pools. At least one.
+	Routes []proxy.RouteConfig `yaml:"routes"`
+	// Resumption configures TLS session resumption.
+	Resumption Resumption `yaml:"resumption"`
+}
+
+// Log configures zap.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json (default) or console.
+	Format string `yaml:"format"`
+	// Access turns the per-request access log on (default) or off.
+	Access *bool `yaml:"access"`
+}
+
+// TLS configures the TLS listener.
+type TLS struct {
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+	// Certificates are PEM certificate/key pairs, selected by SNI; the
+	// first is the default. Empty: an in-memory self-signed certificate
+	// for localhost (a warning is logged).
+	Certificates []proxy.CertConfig `yaml:"certificates"`
+}
+
+// Resumption configures how sessions resume across the fleet.
+type Resumption struct {
+	// Mode is tickets (default), redis, memcached, sticky or off.
+	Mode string `yaml:"mode"`
+	// SessionLifetime bounds how long a session resumes.
+	// Default resumption.DefaultLifetime; at most resumption.MaxLifetime.
+	SessionLifetime time.Duration `yaml:"session_lifetime"`
+	// TicketKeys configures the ticket key ring for mode tickets.
+	TicketKeys TicketKeys `yaml:"ticket_keys"`
+}
+
+// TicketKeys configures where ticket keys come from.
+type TicketKeys struct {
+	// Source is generate (default: random keys in memory, one node only),
+	// file (nginx/HAProxy key files shared by the fleet), or redis.
+	Source string `yaml:"source"`
+	// Files are key files for source file; the first key of the first file
+	// seals new tickets.
+	Files []string `yaml:"files"`
+	// RotateEvery is the rotation period for sources generate and redis.
+	// Default 1h.
+	RotateEvery time.Duration `yaml:"rotate_every"`
+	// Redis is the shared store for source redis.
+	Redis RedisKeys `yaml:"redis"`
+}
+
+// RedisKeys configures the redis ticket key source.
+type RedisKeys struct {
+	// Addrs are host:port of the Redis node, Cluster nodes, or Sentinels.
+	Addrs []string `yaml:"addrs"`
+	// MasterName selects Sentinel mode.
+	MasterName string `yaml:"master_name"`
+	// PasswordFile holds the Redis password.
+	PasswordFile string `yaml:"password_file"`
+	// KEKFile holds the 32-byte key-encryption key that wraps ticket keys
+	// in Redis. Required: Redis never holds a raw ticket key.
+	KEKFile string `yaml:"kek_file"`
+	// KeyPrefix is prepended to every Redis key.
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	c, err := LoadUnvalidated(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// LoadUnvalidated reads the file at path, rejecting unknown fields, without
+// validating it: the caller applies command-line overrides first.
+func LoadUnvalidated(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	c, err := decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML, rejecting unknown fields, and validates it.
+func Parse(r io.Reader) (*Config, error) {
+	c, err := decode(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func decode(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parsing: %w", err)
+	}
+	return c, nil
+}
+
+// Validate checks the whole configuration without I/O and returns every
+// problem found, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Listen != "" {
+		if err := checkHostPort(c.Listen); err != nil {
+			add("listen: %q: %v", c.Listen, err)
+		}
+	}
+	if c.Admin != nil && *c.Admin != "" {
+		if err := checkHostPort(*c.Admin); err != nil {
+			add("admin: %q: %v", *c.Admin, err)
+		}
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log.level: %q: must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "json", "console":
+	default:
+		add("log.format: %q: must be json or console", c.Log.Format)
+	}
+	if _, err := proxy.ParseTLSVersion(c.TLS.MinVersion); err != nil {
+		add("tls.min_version: %v", err)
+	}
+	for i, cc := range c.TLS.Certificates {
+		if cc.Cert == "" {
+			add("tls.certificates[%d].cert: required", i)
+		}
+		if cc.Key == "" {
+			add("tls.certificates[%d].key: required", i)
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"timeouts.handshake": c.Timeouts.Handshake, "timeouts.read_header": c.Timeouts.ReadHeader,
+		"timeouts.idle": c.Timeouts.Idle, "timeouts.write": c.Timeouts.Write, "shutdown_timeout": c.ShutdownTimeout,
+	} {
+		if d < 0 {
+			add("%s: must not be negative, got %q", name, d)
+		}
+	}
+	if len(c.Routes) == 0 {
+		add("routes: at least one route is required")
+	} else if err := proxy.ValidateRoutes(c.Routes); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.Resumption.validate()...)
+	return errors.Join(errs...)
+}
+
+func (r *Resumption) validate() []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	switch r.Mode {
+	case "", resumption.ModeTickets, resumption.ModeOff:
+	case resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
+		add("resumption.mode: %q: not available yet in this build; use tickets or off", r.Mode)
+	default:
+		add("resumption.mode: %q: must be tickets, redis, memcached, sticky or off", r.Mode)
+	}
+	if r.SessionLifetime < 0 || r.SessionLifetime > resumption.MaxLifetime {
+		add("resumption.session_lifetime: %q: must be between 0 and %s (TLS 1.3 allows at most 7 days)", r.SessionLifetime, resumption.MaxLifetime)
+	}
+	k := r.TicketKeys
+	if k.RotateEvery < 0 {
+		add("resumption.ticket_keys.rotate_every: must be positive, got %q", k.RotateEvery)
+	}
+	switch k.Source {
+	case "", "generate":
+		if len(k.Files) > 0 {
+			add("resumption.ticket_keys.files: set, but source is %q; set source: file", k.Source)
+		}
+	case "file":
+		if len(k.Files) == 0 {
+			add("resumption.ticket_keys.files: required when source is file")
+		}
+		for i, f := range k.Files {
+			if f == "" {
+				add("resumption.ticket_keys.files[%d]: empty path", i)
+			}
+		}
+	case "redis":
+		if len(k.Redis.Addrs) == 0 {
+			add("resumption.ticket_keys.redis.addrs: required when source is redis")
+		}
+		for i, a := range k.Redis.Addrs {
+			if err := checkHostPort(a); err != nil {
+				add("resumption.ticket_keys.redis.addrs[%d]: %q: %v", i, a, err)
+			}
+		}
+		if k.Redis.KEKFile == "" {
+			add("resumption.ticket_keys.redis.kek_file: required: Redis must never hold a raw ticket key")
+		}
+	default:
+		add("resumption.ticket_keys.source: %q: must be generate, file or redis", k.Source)
+	}
+	return errs
+}
+
+// checkHostPort accepts host:port with a numeric port; the host may be
+// empty (all interfaces).
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q must be a number 0-65535", port)
+	}
+	return nil
+}
