@@ -11,6 +11,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
@@ -71,8 +72,9 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		if holder == nil {
 			holder = ticketkeys.NewHolder(ticketkeys.HolderConfig{})
 			s.close = append(s.close, holder.Close)
-			src, err := buildKeySource(c, holder, reg, log)
+			src, err := buildKeySource(c, holder, s, reg, log)
 			if err != nil {
+				s.Close()
 				return nil, err
 			}
 			s.source = src
@@ -108,20 +110,45 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 	return s, nil
 }
 
-func buildKeySource(c config.Resumption, h *ticketkeys.Holder, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
+// buildKeySource builds the ticket key source; closers of what it opens
+// (a Redis client) are added to s.
+func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
 	m, err := ticketkeys.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
 	log = log.Named("ticketkeys")
 	k := c.TicketKeys
+	lifetime := c.SessionLifetime
+	if lifetime == 0 {
+		lifetime = resumption.DefaultLifetime
+	}
 	switch k.Source {
 	case "", "generate":
 		return ticketkeys.NewGenerateSource(h, ticketkeys.GenerateConfig{
-			RotateEvery: k.RotateEvery, Lifetime: c.SessionLifetime, Logger: log, Metrics: m,
+			RotateEvery: k.RotateEvery, Lifetime: lifetime, Logger: log, Metrics: m,
 		})
 	case "file":
 		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, Logger: log, Metrics: m})
+	case "redis":
+		store, err := redisstore.New(redisstore.Config{
+			Addrs:        k.Redis.Addrs,
+			MasterName:   k.Redis.MasterName,
+			PasswordFile: k.Redis.PasswordFile,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("resumption.ticket_keys.redis: %w", err)
+		}
+		s.close = append(s.close, store.Close)
+		return ticketkeys.NewRedisSource(h, ticketkeys.RedisConfig{
+			Client:      store.Client(),
+			KEKFile:     k.Redis.KEKFile,
+			Prefix:      k.Redis.KeyPrefix,
+			RotateEvery: k.RotateEvery,
+			Lifetime:    lifetime,
+			Logger:      log,
+			Metrics:     m,
+		})
 	}
 	return nil, fmt.Errorf("resumption.ticket_keys.source: %q: must be generate, file or redis", k.Source)
 }
