@@ -7,6 +7,9 @@
 // state: Tickets seals it into the ticket itself (stateless, shared keys);
 // stateful backends keep it in a store and hand the client a handle.
 //
+// The stateless ticket format is documented on Tickets; the stateful handle
+// on Stateful.
+//
 // Go's crypto/tls server resumes only through the ticket extension (TLS 1.2)
 // and PSK identities (TLS 1.3); it has no TLS 1.2 session-ID cache. In
 // edgeproxy a "session cache" is therefore server-side state found through an

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +15,7 @@ import (
 
 func runKeys(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: edgeproxy keys gen [--size 80|48] [--count N] [--out FILE]\n       edgeproxy keys inspect FILE...")
+		fmt.Fprintln(stderr, "usage: edgeproxy keys gen [--size 80|48] [--count N] [--out FILE]\n       edgeproxy keys kek --out FILE\n       edgeproxy keys inspect [--size 80|48] FILE...")
 		return errUsage
 	}
 	switch args[0] {
@@ -22,6 +23,8 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 		return keysGen(args[1:], stdout, stderr)
 	case "inspect":
 		return keysInspect(args[1:], stdout, stderr)
+	case "kek":
+		return keysKEK(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "edgeproxy keys: unknown subcommand %q (want gen or inspect)\n", args[0])
 	return errUsage
@@ -54,11 +57,17 @@ func keysGen(args []string, stdout, stderr io.Writer) error {
 }
 
 func keysInspect(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: edgeproxy keys inspect FILE...")
+	fs := flag.NewFlagSet("keys inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only when a file's size is a multiple of both (240, 480, ...)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: edgeproxy keys inspect [--size 80|48] FILE...")
 		return errUsage
 	}
-	infos, err := ticketkeys.InspectFiles(ticketkeys.FileConfig{Paths: args})
+	infos, err := ticketkeys.InspectFiles(ticketkeys.FileConfig{Paths: fs.Args(), KeySize: *size})
 	if err != nil {
 		return err
 	}
@@ -72,4 +81,42 @@ func keysInspect(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", k.Path, k.Index, k.Name, k.Size, role, k.Age.Round(time.Second))
 	}
 	return tw.Flush()
+}
+
+// keysKEK writes a key-encryption key for the redis ticket key source.
+func keysKEK(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keys kek", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "file to write with mode 0600 (required)")
+	force := fs.Bool("force", false, "replace an existing file (every node then fails to open the keys stored under the old one)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "usage: edgeproxy keys kek --out FILE")
+		return errUsage
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if *force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(*out, flags, 0o600)
+	if err != nil {
+		return err
+	}
+	kek := make([]byte, ticketkeys.KEKSize)
+	defer clear(kek)
+	if _, err := rand.Read(kek); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(kek); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote a %d-byte key-encryption key to %s (mode 0600); give every node the same file\n", ticketkeys.KEKSize, *out)
+	return nil
 }

@@ -63,6 +63,10 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		mode = config.DefaultMode
 	}
 	s := &sessions{mode: mode}
+	if c.SessionLifetime > resumption.RecommendedMaxLifetime {
+		log.Warn("session_lifetime is above the 24h RFC 5246 recommends: a resumed session skips certificate checks",
+			zap.Duration("session_lifetime", c.SessionLifetime))
+	}
 	var backend resumption.Backend
 	switch mode {
 	case resumption.ModeOff:

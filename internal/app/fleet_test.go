@@ -1,0 +1,158 @@
+package app
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/ticketkeys"
+)
+
+// fleet starts n nodes sharing one ticket key file.
+func fleet(t *testing.T, n int, keyFile string) []*App {
+	t.Helper()
+	up := httptest.NewServer(demoapp.Handler("up"))
+	t.Cleanup(up.Close)
+	var nodes []*App
+	for i := 0; i < n; i++ {
+		off := ""
+		nodes = append(nodes, startNode(t, config.Config{
+			Admin:  &off,
+			Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}},
+			Resumption: config.Resumption{TicketKeys: config.TicketKeys{
+				Source: "file", Files: []string{keyFile},
+			}},
+		}))
+	}
+	return nodes
+}
+
+// connect makes one TLS connection and one HTTP request (so TLS 1.3
+// tickets arrive), and reports whether the handshake resumed.
+func connect(t *testing.T, addr string, version uint16, cache tls.ClientSessionCache) bool {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{
+		InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: cache,
+		MinVersion: version, MaxVersion: version, NextProtos: []string{"http/1.1"},
+	})
+	if err != nil {
+		t.Fatalf("handshake with %s: %v", addr, err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	body, err := io.ReadAll(c)
+	if err != nil || !bytes.HasPrefix(body, []byte("HTTP/1.1 200")) {
+		t.Fatalf("request via %s: %v, %.40q", addr, err, body)
+	}
+	return c.ConnectionState().DidResume
+}
+
+func writeKeys(t *testing.T, path string, keys ...[]byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, bytes.Join(keys, nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newKey(t *testing.T) []byte {
+	var b bytes.Buffer
+	if err := ticketkeys.GenerateKeyFile(&b, ticketkeys.KeySize80, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestFleetSharedKeyFileResumesAcrossNodes(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "ticket.key")
+	writeKeys(t, keyFile, newKey(t))
+	nodes := fleet(t, 3, keyFile)
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(proxy.VersionName(v), func(t *testing.T) {
+			cache := tls.NewLRUClientSessionCache(1)
+			connect(t, nodes[0].Addr().String(), v, cache)
+			const reconnects = 150
+			resumed := 0
+			for i := 1; i <= reconnects; i++ {
+				if connect(t, nodes[i%3].Addr().String(), v, cache) {
+					resumed++
+				}
+			}
+			t.Logf("TLS %s: %d/%d reconnects resumed across 3 nodes", proxy.VersionName(v), resumed, reconnects)
+			if resumed*100 < reconnects*99 {
+				t.Fatalf("resumed %d/%d, want >= 99%%", resumed, reconnects)
+			}
+		})
+	}
+}
+
+// TestFleetKeyRotationUnderTraffic rotates the shared key file the way an
+// operator does — new key first with the old one kept, later the old one
+// dropped — reloading the running nodes as SIGHUP does, never restarting.
+func TestFleetKeyRotationUnderTraffic(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "ticket.key")
+	oldKey, newK := newKey(t), newKey(t)
+	writeKeys(t, keyFile, oldKey)
+	nodes := fleet(t, 3, keyFile)
+	reloadAll := func() {
+		for _, n := range nodes {
+			if err := n.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(proxy.VersionName(v), func(t *testing.T) {
+			writeKeys(t, keyFile, oldKey)
+			reloadAll()
+			// A client whose session was sealed under the old key, kept
+			// aside, and one that keeps reconnecting through the rotation.
+			before := tls.NewLRUClientSessionCache(1)
+			connect(t, nodes[0].Addr().String(), v, before)
+			busy := tls.NewLRUClientSessionCache(1)
+			connect(t, nodes[0].Addr().String(), v, busy)
+
+			writeKeys(t, keyFile, newK, oldKey)
+			reloadAll()
+			for i := 0; i < 6; i++ {
+				if !connect(t, nodes[i%3].Addr().String(), v, busy) {
+					t.Fatalf("reconnect %d during the rotation did not resume", i)
+				}
+			}
+			// Peek at the old session without consuming the cache entry.
+			if !connect(t, nodes[1].Addr().String(), v, snapshot(before)) {
+				t.Fatal("a session sealed before the rotation did not resume after it")
+			}
+
+			writeKeys(t, keyFile, newK)
+			reloadAll()
+			if connect(t, nodes[2].Addr().String(), v, before) {
+				t.Fatal("a session sealed under a dropped key resumed")
+			}
+			if !connect(t, nodes[0].Addr().String(), v, busy) {
+				t.Fatal("a session re-sealed under the new key did not resume after the old key was dropped")
+			}
+		})
+	}
+}
+
+// snapshot returns a cache holding c's session for the connect helper's
+// server name, so presenting it leaves c untouched.
+func snapshot(c tls.ClientSessionCache) tls.ClientSessionCache {
+	s := tls.NewLRUClientSessionCache(1)
+	if cs, ok := c.Get("localhost"); ok {
+		s.Put("localhost", cs)
+	}
+	return s
+}
