@@ -17,6 +17,8 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
+	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
 )
 
 // Defaults for fields whose zero value means "use the default".
@@ -78,6 +80,52 @@ type Resumption struct {
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
 	// TicketKeys configures the ticket key ring for mode tickets.
 	TicketKeys TicketKeys `yaml:"ticket_keys"`
+	// Store tunes the stateful modes (redis, memcached, sticky).
+	Store Store `yaml:"store"`
+	// Redis is the shared session store for mode redis.
+	Redis redisstore.Config `yaml:"redis"`
+	// Memcached is the shared session store for mode memcached.
+	Memcached memcachestore.Config `yaml:"memcached"`
+	// SessionIDHeader names the request header that carries a non-secret
+	// session identifier to the upstream in the stateful modes, for
+	// revocation through the admin API (DELETE /sessions/{id}). Absent:
+	// DefaultSessionIDHeader; the empty string turns it off.
+	SessionIDHeader *string `yaml:"session_id_header"`
+}
+
+// DefaultSessionIDHeader is the header that carries the session identifier.
+const DefaultSessionIDHeader = "X-TLS-Session-ID"
+
+// Store tunes the stateful modes.
+type Store struct {
+	// Timeout bounds each call to the shared store, and so what a slow
+	// store adds to a handshake. Default 25ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// SingleUse deletes a session when it resumes, so each ticket works
+	// once. Browsers that open parallel connections with one ticket then
+	// see full handshakes on all but one.
+	SingleUse bool `yaml:"single_use"`
+	// LocalCache bounds the node-local cache (the whole store in mode
+	// sticky, the degraded-mode copy otherwise).
+	LocalCache LocalCache `yaml:"local_cache"`
+	// Breaker stops calling a failing store for a while.
+	Breaker Breaker `yaml:"breaker"`
+}
+
+// LocalCache bounds the node-local session cache.
+type LocalCache struct {
+	// MaxEntries: default 100000.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes: default 64 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// Breaker configures the circuit breaker in front of the shared store.
+type Breaker struct {
+	// Failures is how many consecutive store errors open it. Default 5.
+	Failures int `yaml:"failures"`
+	// Cooldown is how long it stays open before one probe. Default 5s.
+	Cooldown time.Duration `yaml:"cooldown"`
 }
 
 // TicketKeys configures where ticket keys come from.
@@ -222,13 +270,16 @@ func (r *Resumption) validate() []error {
 	switch r.Mode {
 	case "", resumption.ModeTickets, resumption.ModeOff:
 	case resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
-		add("resumption.mode: %q: not available yet in this build; use tickets or off", r.Mode)
+		if !statefulModes {
+			add("resumption.mode: %q: not available yet in this build; use tickets or off", r.Mode)
+		}
 	default:
 		add("resumption.mode: %q: must be tickets, redis, memcached, sticky or off", r.Mode)
 	}
 	if r.SessionLifetime < 0 || r.SessionLifetime > resumption.MaxLifetime {
 		add("resumption.session_lifetime: %q: must be between 0 and %s (TLS 1.3 allows at most 7 days)", r.SessionLifetime, resumption.MaxLifetime)
 	}
+	errs = append(errs, r.validateStore()...)
 	k := r.TicketKeys
 	if k.RotateEvery < 0 {
 		add("resumption.ticket_keys.rotate_every: must be positive, got %q", k.RotateEvery)
@@ -277,4 +328,55 @@ func checkHostPort(s string) error {
 		return fmt.Errorf("port %q must be a number 0-65535", port)
 	}
 	return nil
+}
+
+// statefulModes gates modes redis, memcached and sticky until the node
+// can build them.
+var statefulModes = false
+
+func (r *Resumption) validateStore() []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	st := r.Store
+	if st.Timeout < 0 {
+		add("resumption.store.timeout: must not be negative, got %q", st.Timeout)
+	}
+	if st.LocalCache.MaxEntries < 0 {
+		add("resumption.store.local_cache.max_entries: must not be negative, got %d", st.LocalCache.MaxEntries)
+	}
+	if st.LocalCache.MaxBytes < 0 {
+		add("resumption.store.local_cache.max_bytes: must not be negative, got %d", st.LocalCache.MaxBytes)
+	}
+	if st.Breaker.Failures < 0 {
+		add("resumption.store.breaker.failures: must not be negative, got %d", st.Breaker.Failures)
+	}
+	if st.Breaker.Cooldown < 0 {
+		add("resumption.store.breaker.cooldown: must not be negative, got %q", st.Breaker.Cooldown)
+	}
+	if h := r.SessionIDHeader; h != nil && *h != "" && !validHeaderName(*h) {
+		add("resumption.session_id_header: %q: not a valid header name", *h)
+	}
+	// The shared store's own checks name their fields (redis.addrs[0],
+	// memcached.servers[1]); only the store the mode uses is checked.
+	switch r.Mode {
+	case resumption.ModeRedis:
+		if err := r.Redis.Validate(); err != nil {
+			add("resumption.%w", err)
+		}
+	case resumption.ModeMemcached:
+		if err := r.Memcached.Validate(); err != nil {
+			add("resumption.%w", err)
+		}
+	}
+	return errs
+}
+
+func validHeaderName(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

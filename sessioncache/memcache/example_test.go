@@ -17,8 +17,8 @@ func ExampleConfig_Validate() {
 	cfg = memcache.Config{Servers: []string{"10.0.0.1:11211"}, Timeout: -time.Second}
 	fmt.Println(cfg.Validate())
 	// Output:
-	// memcache.servers[1]: "10.0.0.2": must be host:port or a socket path
-	// memcache.timeout: must not be negative, got "-1s"
+	// memcached.servers[1]: "10.0.0.2": must be host:port or a socket path
+	// memcached.timeout: must not be negative, got "-1s"
 }
 
 // This example needs memcached servers, so it is compiled but not run.

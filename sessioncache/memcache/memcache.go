@@ -49,50 +49,50 @@ const maxRelativeExpiration = 30 * 24 * 60 * 60
 var ErrClosed = errors.New("sessioncache/memcache: store closed")
 
 // Config configures a Store. Field names in error messages use the
-// snake_case form of the field (memcache.max_idle_conns).
+// snake_case form of the field (memcached.max_idle_conns).
 type Config struct {
 	// Servers are the memcached servers, each host:port or the path of a
 	// Unix socket (any name containing "/"). A server listed twice gets twice
 	// the share of keys. At least one is required.
-	Servers []string
+	Servers []string `yaml:"servers"`
 
 	// Timeout bounds each Get, Put and Delete: the dial and each socket read
 	// and write. A shorter ctx deadline takes precedence. If zero,
 	// DefaultTimeout is used.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"-"`
 
 	// MaxIdleConns bounds the idle connections kept per server. If zero,
 	// DefaultMaxIdleConns is used.
-	MaxIdleConns int
+	MaxIdleConns int `yaml:"max_idle_conns"`
 
 	// KeyPrefix is prepended to every key, so several fleets can share
 	// servers. The prefixed key must still pass sessioncache.CheckKey.
-	KeyPrefix string
+	KeyPrefix string `yaml:"key_prefix"`
 }
 
 // Validate reports the first invalid field of c. It does no I/O: names in
 // Servers are resolved by New.
 func (c Config) Validate() error {
 	if len(c.Servers) == 0 {
-		return errors.New("memcache.servers: at least one server is required")
+		return errors.New("memcached.servers: at least one server is required")
 	}
 	for i, s := range c.Servers {
 		if strings.Contains(s, "/") {
 			continue // a Unix socket path
 		}
 		if err := checkAddr(s); err != nil {
-			return fmt.Errorf("memcache.servers[%d]: %q: %w", i, s, err)
+			return fmt.Errorf("memcached.servers[%d]: %q: %w", i, s, err)
 		}
 	}
 	if c.Timeout < 0 {
-		return fmt.Errorf("memcache.timeout: must not be negative, got %q", c.Timeout)
+		return fmt.Errorf("memcached.timeout: must not be negative, got %q", c.Timeout)
 	}
 	if c.MaxIdleConns < 0 {
-		return fmt.Errorf("memcache.max_idle_conns: must not be negative, got %d", c.MaxIdleConns)
+		return fmt.Errorf("memcached.max_idle_conns: must not be negative, got %d", c.MaxIdleConns)
 	}
 	if c.KeyPrefix != "" {
 		if err := sessioncache.CheckKey(c.KeyPrefix); err != nil || len(c.KeyPrefix) >= sessioncache.MaxKeyLen {
-			return fmt.Errorf("memcache.key_prefix: %q: must be shorter than %d bytes with no spaces or control bytes", c.KeyPrefix, sessioncache.MaxKeyLen)
+			return fmt.Errorf("memcached.key_prefix: %q: must be shorter than %d bytes with no spaces or control bytes", c.KeyPrefix, sessioncache.MaxKeyLen)
 		}
 	}
 	return nil
@@ -163,7 +163,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	servers := new(gomemcache.ServerList)
 	if err := servers.SetServers(cfg.Servers...); err != nil {
-		return nil, fmt.Errorf("sessioncache/memcache: resolving memcache.servers: %w", err)
+		return nil, fmt.Errorf("sessioncache/memcache: resolving memcached.servers: %w", err)
 	}
 	s := &Store{
 		servers: servers,

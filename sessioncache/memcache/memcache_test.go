@@ -128,14 +128,14 @@ func TestValidate(t *testing.T) {
 		{"single", Config{Servers: one}, ""},
 		{"several_and_socket", Config{Servers: []string{"a:11211", "[::1]:11211", "/run/memcached.sock"}, Timeout: time.Second, MaxIdleConns: 4, KeyPrefix: "fleet/"}, ""},
 		{"weighted", Config{Servers: []string{"a:1", "a:1", "b:1"}}, ""},
-		{"none", Config{}, "memcache.servers: at least one server is required"},
-		{"bad", Config{Servers: []string{"a:1", "x:y:z"}}, `memcache.servers[1]: "x:y:z": must be host:port or a socket path`},
-		{"no_host", Config{Servers: []string{":11211"}}, `memcache.servers[0]: ":11211": host is empty`},
-		{"bad_port", Config{Servers: []string{"a:0"}}, `memcache.servers[0]: "a:0": port must be a number in 1..65535`},
-		{"negative_timeout", Config{Servers: one, Timeout: -time.Millisecond}, `memcache.timeout: must not be negative, got "-1ms"`},
-		{"negative_idle", Config{Servers: one, MaxIdleConns: -2}, "memcache.max_idle_conns: must not be negative, got -2"},
-		{"prefix_control", Config{Servers: one, KeyPrefix: "a\nb"}, `memcache.key_prefix: "a\nb": must be shorter than 250 bytes with no spaces or control bytes`},
-		{"prefix_too_long", Config{Servers: one, KeyPrefix: strings.Repeat("p", 250)}, `memcache.key_prefix: "` + strings.Repeat("p", 250) + `": must be shorter than 250 bytes with no spaces or control bytes`},
+		{"none", Config{}, "memcached.servers: at least one server is required"},
+		{"bad", Config{Servers: []string{"a:1", "x:y:z"}}, `memcached.servers[1]: "x:y:z": must be host:port or a socket path`},
+		{"no_host", Config{Servers: []string{":11211"}}, `memcached.servers[0]: ":11211": host is empty`},
+		{"bad_port", Config{Servers: []string{"a:0"}}, `memcached.servers[0]: "a:0": port must be a number in 1..65535`},
+		{"negative_timeout", Config{Servers: one, Timeout: -time.Millisecond}, `memcached.timeout: must not be negative, got "-1ms"`},
+		{"negative_idle", Config{Servers: one, MaxIdleConns: -2}, "memcached.max_idle_conns: must not be negative, got -2"},
+		{"prefix_control", Config{Servers: one, KeyPrefix: "a\nb"}, `memcached.key_prefix: "a\nb": must be shorter than 250 bytes with no spaces or control bytes`},
+		{"prefix_too_long", Config{Servers: one, KeyPrefix: strings.Repeat("p", 250)}, `memcached.key_prefix: "` + strings.Repeat("p", 250) + `": must be shorter than 250 bytes with no spaces or control bytes`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,7 +153,7 @@ func TestValidate(t *testing.T) {
 func TestNewResolves(t *testing.T) {
 	// gomemcache.New would swallow this error until the first call.
 	_, err := New(Config{Servers: []string{"127.0.0.1:11211", "host.invalid:11211"}})
-	if err == nil || !strings.Contains(err.Error(), "sessioncache/memcache: resolving memcache.servers: ") {
+	if err == nil || !strings.Contains(err.Error(), "sessioncache/memcache: resolving memcached.servers: ") {
 		t.Fatalf("New(unresolvable server) = %v, want a resolution error", err)
 	}
 }

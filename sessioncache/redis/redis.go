@@ -40,63 +40,63 @@ type Config struct {
 	// Addrs are the server addresses, each host:port. One address is a
 	// single node; several are seed nodes of a Redis Cluster; with MasterName
 	// set they are Sentinel addresses. At least one is required.
-	Addrs []string
+	Addrs []string `yaml:"addrs"`
 
 	// MasterName, if set, is the name of the master that the Sentinels at
 	// Addrs monitor; the Store follows failovers.
-	MasterName string
+	MasterName string `yaml:"master_name"`
 
 	// Username is the ACL user. If empty, the server's default user is used.
-	Username string
+	Username string `yaml:"username"`
 
 	// Password authenticates to the server. At most one of Password,
 	// PasswordFile and PasswordEnv may be set; if none is, no password is
 	// sent.
-	Password string
+	Password string `yaml:"password"`
 
 	// PasswordFile names a file holding the password; one trailing newline
 	// is ignored. New refuses a file that group or others can access (its
 	// mode must be 0600 or stricter).
-	PasswordFile string
+	PasswordFile string `yaml:"password_file"`
 
 	// PasswordEnv names an environment variable holding the password. New
 	// fails if it is unset or empty.
-	PasswordEnv string
+	PasswordEnv string `yaml:"password_env"`
 
 	// DB is the database number. If zero, database 0. It must be zero for a
 	// Cluster.
-	DB int
+	DB int `yaml:"db"`
 
 	// TLS makes every connection use TLS (1.2 or later), verifying the
 	// server's certificate against the system roots unless TLSCAFile is set.
-	TLS bool
+	TLS bool `yaml:"tls"`
 
 	// TLSServerName is the name to verify in the server's certificate. If
 	// empty, the host of each address is used. Requires TLS.
-	TLSServerName string
+	TLSServerName string `yaml:"tls_server_name"`
 
 	// TLSInsecureSkipVerify disables certificate verification, for testing
 	// only: anyone on the network path can then pose as Redis, learn the
 	// password and read or alter every stored entry. Requires TLS; conflicts
 	// with TLSCAFile.
-	TLSInsecureSkipVerify bool
+	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 
 	// TLSCAFile names a PEM file of CA certificates to verify the server
 	// with, instead of the system roots. Requires TLS.
-	TLSCAFile string
+	TLSCAFile string `yaml:"tls_ca_file"`
 
 	// KeyPrefix is prepended to every key, so several fleets can share a
 	// server. The prefixed key must still pass sessioncache.CheckKey.
-	KeyPrefix string
+	KeyPrefix string `yaml:"key_prefix"`
 
 	// PoolSize is the number of connections per node. If zero, go-redis's
 	// default is used: 10 per GOMAXPROCS.
-	PoolSize int
+	PoolSize int `yaml:"pool_size"`
 
 	// Timeout bounds each Get, Put and Delete, dial and pool wait included;
 	// a shorter ctx deadline takes precedence. If zero, DefaultTimeout is
 	// used.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"-"`
 }
 
 // Validate reports the first invalid field of c. It does no I/O: it neither
