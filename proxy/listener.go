@@ -28,6 +28,10 @@ type tlsListener struct {
 	timeout time.Duration
 	metrics *TLSMetrics
 	log     *zap.Logger
+	perConn func(*tls.Config) (*tls.Config, any)
+	// values holds each handshaken *tls.Conn's per-connection value from
+	// perConn until the HTTP server picks it up in ConnContext.
+	values sync.Map
 
 	conns  chan net.Conn // handshaken connections for Accept
 	done   chan struct{} // closed by Close
@@ -41,12 +45,12 @@ type tlsListener struct {
 	acceptErr error
 }
 
-func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, m *TLSMetrics, log *zap.Logger) *tlsListener {
+func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, any)) *tlsListener {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
 	l := &tlsListener{
-		inner: inner, config: config, timeout: timeout, metrics: m, log: log,
+		inner: inner, config: config, timeout: timeout, metrics: m, log: log, perConn: perConn,
 		conns: make(chan net.Conn),
 		done:  make(chan struct{}),
 	}
@@ -91,7 +95,12 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	defer l.wg.Done()
 	start := time.Now()
 	_ = raw.SetDeadline(start.Add(l.timeout))
-	tc := tls.Server(raw, l.config.Load())
+	cfg := l.config.Load()
+	var value any
+	if l.perConn != nil {
+		cfg, value = l.perConn(cfg)
+	}
+	tc := tls.Server(raw, cfg)
 	if err := tc.HandshakeContext(l.ctx); err != nil {
 		// Count before closing, so a client that sees the close can rely
 		// on the count.
@@ -106,9 +115,13 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	cs := tc.ConnectionState()
 	l.metrics.handshakeDone(cs.Version, cs.DidResume, time.Since(start).Seconds())
 	_ = raw.SetDeadline(time.Time{})
+	if value != nil {
+		l.values.Store(tc, value)
+	}
 	select {
 	case l.conns <- tc:
 	case <-l.done:
+		l.values.Delete(tc)
 		tc.Close()
 	}
 }
@@ -164,6 +177,12 @@ func (l *tlsListener) Close() error {
 		err = l.inner.Close()
 	})
 	return err
+}
+
+// takeValue returns and forgets the per-connection value of c.
+func (l *tlsListener) takeValue(c net.Conn) any {
+	v, _ := l.values.LoadAndDelete(c)
+	return v
 }
 
 // wait blocks until the accept loop and every handshake goroutine ended.

@@ -46,9 +46,12 @@ type ServerConfig struct {
 	Timeouts Timeouts
 	// Metrics counts handshakes. If nil, nothing is counted.
 	Metrics *TLSMetrics
-	// ConnContext, if set, derives each connection's base context, as
-	// http.Server.ConnContext; c is the *tls.Conn after its handshake.
-	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// PerConn, if set, is called before each handshake with the live TLS
+	// configuration; the handshake uses the configuration it returns, and
+	// its value (if not nil) is found by ConnValue in the contexts of the
+	// connection's requests. The resumption layer uses it to learn which
+	// session a connection resumed or was issued.
+	PerConn func(base *tls.Config) (*tls.Config, any)
 	// Logger receives server errors. If nil, logs are discarded.
 	Logger *zap.Logger
 }
@@ -67,6 +70,7 @@ type Server struct {
 	mu       sync.Mutex
 	ln       *tlsListener
 	serveErr chan error
+	stopOnce sync.Once // the listener is closed and waited for once
 }
 
 // NewServer validates cfg and returns a Server that is not yet listening.
@@ -90,12 +94,31 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		IdleTimeout:       orDefault(t.Idle, DefaultIdleTimeout),
 		WriteTimeout:      t.Write,
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
-		ConnContext:       cfg.ConnContext,
+		ConnContext:       s.connContext,
 		// Serve configures HTTP/2 because TLSConfig offers "h2"; the
 		// handshake itself is done by tlsListener with the live config.
 		TLSConfig: cfg.TLS,
 	}
 	return s, nil
+}
+
+type connValueKey struct{}
+
+// ConnValue returns the per-connection value that ServerConfig.PerConn
+// returned for the connection a request arrived on, or nil.
+func ConnValue(ctx context.Context) any { return ctx.Value(connValueKey{}) }
+
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln == nil || s.cfg.PerConn == nil {
+		return ctx
+	}
+	if v := ln.takeValue(c); v != nil {
+		return context.WithValue(ctx, connValueKey{}, v)
+	}
+	return ctx
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -133,7 +156,7 @@ func (s *Server) StartOn(inner net.Listener) error {
 		inner.Close()
 		return errors.New("proxy: server already started")
 	}
-	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Metrics, s.log)
+	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Metrics, s.log, s.cfg.PerConn)
 	s.serveErr = make(chan error, 1)
 	go func() { s.serveErr <- s.http.Serve(s.ln) }()
 	return nil
@@ -151,6 +174,7 @@ func (s *Server) Addr() net.Addr {
 
 // Shutdown stops accepting, aborts handshakes in progress, and waits for
 // in-flight requests to finish until ctx ends; then it closes what is left.
+// It may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	ln := s.ln
@@ -160,11 +184,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.http.Close()
 	}
 	if ln != nil {
-		ln.Close()
-		ln.wait()
-		if serr := <-s.serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-			s.log.Warn("serve ended", zap.Error(serr))
-		}
+		s.stopOnce.Do(func() {
+			ln.Close()
+			ln.wait()
+			if serr := <-s.serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+				s.log.Warn("serve ended", zap.Error(serr))
+			}
+		})
 	}
 	return err
 }

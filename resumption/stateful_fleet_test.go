@@ -1,0 +1,383 @@
+package resumption
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
+	"github.com/edgeproxy/edgeproxy/sessioncache"
+	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
+	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
+	"github.com/edgeproxy/edgeproxy/sessioncache/storetest"
+)
+
+// These tests run real handshakes against nodes sharing a real redis-server
+// or memcached (internal/testserver). loopback.connect fails the test on any
+// failed handshake, so every test here also asserts that none failed.
+
+type statefulStoreKind struct {
+	name, mode string
+	start      func(testing.TB) (*testserver.Server, sessioncache.Store)
+}
+
+var statefulStoreKinds = []statefulStoreKind{
+	{"redis", ModeRedis, statefulRedis},
+	{"memcached", ModeMemcached, statefulMemcached},
+}
+
+func statefulRedis(tb testing.TB) (*testserver.Server, sessioncache.Store) {
+	tb.Helper()
+	srv := testserver.Redis(tb)
+	st, err := redisstore.New(redisstore.Config{Addrs: []string{srv.Addr}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return srv, st
+}
+
+func statefulMemcached(tb testing.TB) (*testserver.Server, sessioncache.Store) {
+	tb.Helper()
+	srv := testserver.Memcached(tb)
+	st, err := memcachestore.New(memcachestore.Config{Servers: []string{srv.Addr}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return srv, st
+}
+
+// statefulFleet returns n nodes built on cfg, each with its own Stateful and
+// local cache.
+func statefulFleet(tb testing.TB, n int, cfg StatefulConfig, version uint16) []*statefulNode {
+	tb.Helper()
+	nodes := make([]*statefulNode, n)
+	for i := range nodes {
+		nodes[i] = newStatefulNode(tb, cfg, version)
+	}
+	return nodes
+}
+
+func statefulClient(tb testing.TB, version uint16) *tls.Config {
+	tb.Helper()
+	return ticketClientConfig(tb, version, tls.NewLRUClientSessionCache(4))
+}
+
+// statefulConnector runs connections and fails the test when one does not
+// resume (or resumes) as expected.
+type statefulConnector struct {
+	tb testing.TB
+	l  *ticketLoopback
+}
+
+func (c statefulConnector) expect(what string, cli *tls.Config, n *statefulNode, resume bool) {
+	c.tb.Helper()
+	if got := c.l.connect(c.tb, cli, n.tls).DidResume; got != resume {
+		c.tb.Fatalf("%s: DidResume = %v; want %v", what, got, resume)
+	}
+}
+
+func TestStatefulFleetRoundRobin(t *testing.T) {
+	const reconnects = 100
+	l := newTicketLoopback(t)
+	for _, kind := range statefulStoreKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			_, store := kind.start(t)
+			for _, v := range ticketTestVersions {
+				t.Run(v.name, func(t *testing.T) {
+					nodes := statefulFleet(t, 3, StatefulConfig{Mode: kind.mode, Store: store, Prefix: v.name + "/"}, v.version)
+					cli := statefulClient(t, v.version)
+					if l.connect(t, cli, nodes[0].tls).DidResume {
+						t.Fatal("first connection resumed")
+					}
+					resumed := 0
+					for i := range reconnects {
+						if l.connect(t, cli, nodes[(i+1)%len(nodes)].tls).DidResume {
+							resumed++
+						}
+					}
+					var failures float64
+					for _, n := range nodes {
+						for _, r := range []string{"error", "timeout"} {
+							failures += n.metric(t, "edgeproxy_session_store_calls_total", "result", r)
+						}
+					}
+					t.Logf("resumed %d of %d reconnects across 3 nodes; %v store errors", resumed, reconnects, failures)
+					if resumed*100 < reconnects*99 {
+						t.Fatalf("resumed %d of %d reconnects; want at least 99%%", resumed, reconnects)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestStatefulStoreKilled stops the store mid-run: nothing fails, clients
+// resume on the node that issued their session, and once the store is back
+// (empty) new sessions resume across nodes again, after the breakers'
+// cooldown on the injected clock.
+func TestStatefulStoreKilled(t *testing.T) {
+	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
+	for _, kind := range statefulStoreKinds {
+		for _, v := range ticketTestVersions {
+			t.Run(kind.name+"/"+v.name, func(t *testing.T) {
+				c.tb = t
+				srv, store := kind.start(t)
+				clk := storetest.NewClock(time.Now())
+				nodes := statefulFleet(t, 3, StatefulConfig{Mode: kind.mode, Store: store, Now: clk.Now}, v.version)
+				a, b := nodes[0], nodes[1]
+
+				early := statefulClient(t, v.version)
+				c.expect("healthy, first", early, a, false)
+				cross := statefulClient(t, v.version)
+				c.expect("healthy, first", cross, a, false)
+				c.expect("healthy, cross-node", cross, b, true)
+
+				srv.Stop()
+				c.expect("store down, back to the issuing node", early, a, true)
+				c.expect("store down, cross-node", early, b, false)
+				c.expect("store down, back to the node of the last full handshake", early, b, true)
+				if got := b.metric(t, "edgeproxy_resumption_unwrap_total", "result", ResultStoreError); got != 1 {
+					t.Fatalf("B counted %v store errors; want 1 (the cross-node handshake)", got)
+				}
+				// Each node's breaker opens after 5 consecutive failures.
+				for i, n := range nodes {
+					cli := statefulClient(t, v.version)
+					c.expect(fmt.Sprintf("store down, node %d first", i), cli, n, false)
+					for range 3 {
+						c.expect(fmt.Sprintf("store down, node %d again", i), cli, n, true)
+					}
+					if got := n.metric(t, "edgeproxy_session_store_breaker_open"); got != 1 {
+						t.Fatalf("node %d: breaker_open = %v; want 1", i, got)
+					}
+				}
+				skipped := b.metric(t, "edgeproxy_session_store_calls_total", "op", "get", "result", "skipped")
+				c.expect("breaker open, back to the issuing node", early, b, true)
+				if b.metric(t, "edgeproxy_session_store_calls_total", "op", "get", "result", "skipped") != skipped+1 {
+					t.Fatal("the open breaker did not skip the store")
+				}
+
+				srv.Restart()
+				clk.Advance(DefaultStatefulBreakerCooldown)
+				fresh := statefulClient(t, v.version)
+				c.expect("store back, first", fresh, a, false)
+				for i, n := range nodes[1:] {
+					c.expect(fmt.Sprintf("store back, cross-node %d", i+1), fresh, n, true)
+				}
+				for i, n := range nodes {
+					if got := n.metric(t, "edgeproxy_session_store_breaker_open"); got != 0 {
+						t.Fatalf("node %d: breaker_open = %v after recovery; want 0", i, got)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestStatefulStoreHung pauses the store (SIGSTOP): handshakes still
+// complete within the per-call timeout, and resume on the issuing node.
+func TestStatefulStoreHung(t *testing.T) {
+	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
+	for _, kind := range statefulStoreKinds {
+		for _, v := range ticketTestVersions {
+			t.Run(kind.name+"/"+v.name, func(t *testing.T) {
+				c.tb = t
+				srv, store := kind.start(t)
+				nodes := statefulFleet(t, 2, StatefulConfig{Mode: kind.mode, Store: store}, v.version)
+				a, b := nodes[0], nodes[1]
+				cli := statefulClient(t, v.version)
+				c.expect("healthy, first", cli, a, false)
+				start := time.Now()
+				c.expect("healthy, same node", cli, a, true)
+				healthy := time.Since(start)
+
+				srv.Pause()
+				defer srv.Resume()
+				start = time.Now()
+				c.expect("store hung, same node", cli, a, true)
+				same := time.Since(start)
+				start = time.Now()
+				c.expect("store hung, cross-node", cli, b, false)
+				cross := time.Since(start)
+				for range 2 { // B's breaker opens on its 5th failure
+					c.expect("store hung, same node", cli, b, true)
+				}
+				start = time.Now()
+				c.expect("store hung, breaker open", cli, b, true)
+				open := time.Since(start)
+				if got := b.metric(t, "edgeproxy_session_store_calls_total", "result", "timeout"); got < 1 {
+					t.Fatalf("B counted %v store timeouts; want some", got)
+				}
+				if got := b.metric(t, "edgeproxy_session_store_breaker_open"); got != 1 {
+					t.Fatalf("B: breaker_open = %v; want 1", got)
+				}
+				t.Logf("connection time: healthy %v; store hung: same node %v, cross-node %v, breaker open %v (timeout %v per call)",
+					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), DefaultStatefulTimeout)
+			})
+		}
+	}
+}
+
+// statefulCapture is a Backend that records what Stateful was given and
+// what it returned.
+type statefulCapture struct {
+	*Stateful
+
+	// mu protects states and handles.
+	mu      sync.Mutex
+	states  [][]byte
+	handles [][]byte
+}
+
+func (c *statefulCapture) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	state, err := ss.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	h, err := c.Stateful.WrapSession(cs, ss)
+	c.mu.Lock()
+	c.states = append(c.states, state)
+	c.handles = append(c.handles, h)
+	c.mu.Unlock()
+	return h, err
+}
+
+// TestStatefulRedisValueOpaque reads what Redis holds with a Redis client
+// of its own: neither the state nor its secret, and a key that is not the id.
+func TestStatefulRedisValueOpaque(t *testing.T) {
+	srv, store := statefulRedis(t)
+	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	l := newTicketLoopback(t)
+	for _, v := range ticketTestVersions {
+		t.Run(v.name, func(t *testing.T) {
+			s, err := NewStateful(StatefulConfig{Mode: ModeRedis, Store: store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			capture := &statefulCapture{Stateful: s}
+			layer, err := New(Config{Mode: ModeRedis, Backend: capture})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srvCfg := &tls.Config{Certificates: []tls.Certificate{ticketTestCert(t)}, MinVersion: v.version, MaxVersion: v.version}
+			layer.Configure(srvCfg)
+			var keyLog bytes.Buffer
+			cli := statefulClient(t, v.version)
+			cli.KeyLogWriter = &keyLog
+			l.connect(t, cli, srvCfg)
+
+			capture.mu.Lock()
+			state, h := capture.states[0], capture.handles[0]
+			capture.mu.Unlock()
+			secret := statefulSecret(t, state)
+			if v.version == tls.VersionTLS12 {
+				// Check statefulSecret against the key log: for TLS 1.2 the
+				// session secret is the master secret.
+				if !strings.Contains(keyLog.String(), " "+hex.EncodeToString(secret)) {
+					t.Fatal("the parsed secret is not the connection's master secret")
+				}
+			}
+			sid, err := hex.DecodeString(s.SessionID(h))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := sessioncache.SessionKey("", sid)
+			val, err := rdb.Get(context.Background(), key).Bytes()
+			if err != nil {
+				t.Fatalf("reading %s from Redis: %v", key, err)
+			}
+			if bytes.Contains(val, state) || bytes.Contains(val, secret) || bytes.Contains(val, state[len(state)/2:]) {
+				t.Fatal("Redis holds the session state or its secret in the clear")
+			}
+			if bytes.Contains(h, secret) {
+				t.Fatal("the handle holds the secret")
+			}
+			keys, err := rdb.Keys(context.Background(), "*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				if strings.Contains(k, hex.EncodeToString(h[:16])) || strings.Contains(k, hex.EncodeToString(h[16:])) {
+					t.Fatalf("store key %q holds part of the handle", k)
+				}
+			}
+		})
+	}
+}
+
+func TestStatefulRevokeHandshake(t *testing.T) {
+	_, store := statefulRedis(t)
+	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
+	for _, v := range ticketTestVersions {
+		t.Run(v.name, func(t *testing.T) {
+			c.tb = t
+			nodes := statefulFleet(t, 2, StatefulConfig{Mode: ModeRedis, Store: store}, v.version)
+			a, b := nodes[0], nodes[1]
+			cache := newTicketRecordingCache()
+			cli := ticketClientConfig(t, v.version, cache)
+			c.expect("first", cli, a, false)
+			_, _, h := cache.last(t)
+			// An operator revokes on B the session A issued.
+			if err := b.s.Revoke(context.Background(), a.s.SessionID(h)); err != nil {
+				t.Fatal(err)
+			}
+			c.expect("after Revoke, issuing node", cli, a, false)
+			c.expect("after Revoke, a new session", cli, b, true)
+		})
+	}
+}
+
+func TestStatefulSingleUseHandshake(t *testing.T) {
+	_, store := statefulMemcached(t)
+	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
+	for _, v := range ticketTestVersions {
+		t.Run(v.name, func(t *testing.T) {
+			c.tb = t
+			nodes := statefulFleet(t, 2, StatefulConfig{Mode: ModeMemcached, Store: store, SingleUse: true}, v.version)
+			a, b := nodes[0], nodes[1]
+			cache := newTicketRecordingCache()
+			cli := ticketClientConfig(t, v.version, cache)
+			c.expect("first", cli, a, false)
+			cacheKey, first, _ := cache.last(t)
+			c.expect("first use", cli, b, true)
+			cache.Put(cacheKey, first) // replay the used ticket
+			c.expect("second use of the same ticket", cli, a, false)
+			if got := a.metric(t, "edgeproxy_resumption_unwrap_total", "result", ResultMiss); got < 1 {
+				t.Fatalf("A counted %v misses; want the replay", got)
+			}
+			c.expect("the fresh ticket", cli, b, true)
+		})
+	}
+}
+
+func TestStatefulStickyHandshake(t *testing.T) {
+	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
+	for _, v := range ticketTestVersions {
+		t.Run(v.name, func(t *testing.T) {
+			c.tb = t
+			nodes := statefulFleet(t, 2, StatefulConfig{}, v.version)
+			a, b := nodes[0], nodes[1]
+			cli := statefulClient(t, v.version)
+			c.expect("first", cli, a, false)
+			c.expect("same node", cli, a, true)
+			c.expect("other node", cli, b, false)
+			c.expect("back on the other node", cli, b, true)
+			if got := a.metric(t, "edgeproxy_session_store_calls_total", "mode", ModeSticky, "op", "get", "result", "ok"); got != 1 {
+				t.Fatalf("A counted %v local gets; want 1", got)
+			}
+			if got := a.metric(t, "edgeproxy_session_local_entries", "mode", ModeSticky); got != 2 {
+				t.Fatalf("A holds %v sessions; want 2", got)
+			}
+		})
+	}
+}
