@@ -97,7 +97,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ConnContext:       s.connContext,
 		// Serve configures HTTP/2 because TLSConfig offers "h2"; the
 		// handshake itself is done by tlsListener with the live config.
-		TLSConfig: cfg.TLS,
+		// A clone: http2ConfigureServer writes to the config it is given,
+		// which would race with handshakes reading ours.
+		TLSConfig: cfg.TLS.Clone(),
 	}
 	return s, nil
 }

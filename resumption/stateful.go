@@ -380,6 +380,10 @@ func (s *Stateful) consume(key string) {
 	s.localDelete(key)
 }
 
+// ErrBadSessionID is returned by Revoke for a string that is not a session
+// identifier.
+var ErrBadSessionID = errors.New("not a session ID")
+
 // Revoke deletes the session whose SessionID is sessionID from Store and
 // from this node's Local, so that its handle no longer resumes anywhere
 // while Store is healthy. It returns an error if sessionID is not 32 hex
@@ -394,7 +398,7 @@ func (s *Stateful) consume(key string) {
 func (s *Stateful) Revoke(ctx context.Context, sessionID string) error {
 	sid, err := hex.DecodeString(sessionID)
 	if err != nil || len(sid) != statefulSIDLen {
-		return fmt.Errorf("resumption: revoking session %q: not a session ID (%d hex digits)", sessionID, 2*statefulSIDLen)
+		return fmt.Errorf("resumption: revoking session %q: %w (%d hex digits)", sessionID, ErrBadSessionID, 2*statefulSIDLen)
 	}
 	key := sessioncache.SessionKey(s.prefix, sid)
 	if err := s.local.Delete(ctx, key); err != nil {

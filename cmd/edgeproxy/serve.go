@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/app"
 	"github.com/edgeproxy/edgeproxy/internal/config"
@@ -28,6 +27,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		minTLS     = fs.String("min-tls", "1.2", "minimum TLS version: 1.2 or 1.3")
 		mode       = fs.String("resumption", config.DefaultMode, "resumption mode: tickets, redis, memcached, sticky, off")
 		ticketKeys = fs.String("ticket-keys", "", "ticket key file(s), comma-separated, shared by the fleet (nginx/HAProxy 48- or 80-byte format)")
+		redisAddrs = fs.String("redis", "", "Redis address(es), comma-separated, for --resumption redis (several: Cluster)")
+		memcached  = fs.String("memcached", "", "memcached server(s), comma-separated, for --resumption memcached")
 		lifetime   = fs.Duration("session-lifetime", 0, "how long a session resumes (default 12h, at most 168h)")
 		dev        = fs.Bool("dev", false, "human-readable console logs at debug level")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
@@ -70,6 +71,18 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			c.Resumption.TicketKeys.Source = "file"
 			c.Resumption.TicketKeys.Files = splitList(*ticketKeys)
 		}
+		if set["redis"] {
+			c.Resumption.Redis.Addrs = splitList(*redisAddrs)
+			if !set["resumption"] {
+				c.Resumption.Mode = "redis"
+			}
+		}
+		if set["memcached"] {
+			c.Resumption.Memcached.Servers = splitList(*memcached)
+			if !set["resumption"] {
+				c.Resumption.Mode = "memcached"
+			}
+		}
 		if set["session-lifetime"] {
 			c.Resumption.SessionLifetime = *lifetime
 		}
@@ -106,4 +119,3 @@ func splitList(s string) []string {
 	return out
 }
 
-var _ = time.Second

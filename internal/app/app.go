@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/signal"
 	"sync"
@@ -55,8 +56,9 @@ type App struct {
 	log  *zap.Logger
 	reg  *prometheus.Registry
 
-	tlsMetrics *proxy.TLSMetrics
-	resMetrics *resumption.Metrics
+	tlsMetrics      *proxy.TLSMetrics
+	resMetrics      *resumption.Metrics
+	statefulMetrics *resumption.StatefulMetrics
 
 	certs    *proxy.Certs
 	sessions *sessions
@@ -137,6 +139,7 @@ func (a *App) build() error {
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
 	a.resMetrics = resumption.NewMetrics(a.reg)
+	a.statefulMetrics = resumption.NewStatefulMetrics(a.reg)
 
 	var err error
 	if len(cfg.TLS.Certificates) > 0 {
@@ -148,7 +151,7 @@ func (a *App) build() error {
 	if err != nil {
 		return err
 	}
-	a.sessions, err = buildSessions(context.Background(), cfg.Resumption, a.opts, a.certs, a.resMetrics, a.reg, a.log)
+	a.sessions, err = buildSessions(context.Background(), cfg.Resumption, a.opts, a.certs, a.resMetrics, a.statefulMetrics, a.reg, a.log)
 	if err != nil {
 		return err
 	}
@@ -168,6 +171,7 @@ func (a *App) build() error {
 		Handler:  a.handler,
 		Timeouts: cfg.Timeouts,
 		Metrics:  a.tlsMetrics,
+		PerConn:  a.perConn(cfg),
 		Logger:   a.log,
 	})
 	if err != nil {
@@ -175,6 +179,66 @@ func (a *App) build() error {
 		return err
 	}
 	return nil
+}
+
+// sessionIDHeader returns the header that carries the session identifier
+// upstream, or "" when it is off.
+func sessionIDHeader(cfg *config.Config) string {
+	if h := cfg.Resumption.SessionIDHeader; h != nil {
+		return *h
+	}
+	return config.DefaultSessionIDHeader
+}
+
+// perConn links each connection to its session, so requests can carry the
+// session identifier: only in the stateful modes with the header on.
+func (a *App) perConn(cfg *config.Config) func(*tls.Config) (*tls.Config, any) {
+	l := a.sessions.layer
+	if l == nil || !l.TracksSessions() || sessionIDHeader(cfg) == "" {
+		return nil
+	}
+	return func(base *tls.Config) (*tls.Config, any) {
+		c, rec := l.ConnConfig(base)
+		return c, rec
+	}
+}
+
+// requestHook sets the session identifier header on upstream requests and
+// always removes a client-supplied one, which would be a forgery.
+func requestHook(header string) func(*httputil.ProxyRequest) {
+	if header == "" {
+		return nil
+	}
+	return func(pr *httputil.ProxyRequest) {
+		pr.Out.Header.Del(header)
+		if cs, _ := proxy.ConnValue(pr.In.Context()).(*resumption.ConnSession); cs.ID() != "" {
+			pr.Out.Header.Set(header, cs.ID())
+		}
+	}
+}
+
+// revokeHandler serves DELETE /sessions/{id} on the admin listener: the
+// session's next connection gets a full handshake (RFC 7486 use case: a
+// user logged out).
+func (a *App) revokeHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := a.sessions.stateful
+		if st == nil {
+			http.Error(w, "revocation needs a stateful resumption mode (redis, memcached, sticky)", http.StatusNotImplemented)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := st.Revoke(ctx, r.PathValue("id")); err != nil {
+			code := http.StatusBadGateway
+			if errors.Is(err, resumption.ErrBadSessionID) {
+				code = http.StatusBadRequest
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 }
 
 func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
@@ -191,10 +255,11 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 		access = nil
 	}
 	return proxy.NewHandler(proxy.HandlerConfig{
-		Routes:     cfg.Routes,
-		Logger:     a.log.Named("proxy"),
-		AccessLog:  access,
-		Registerer: a.reg,
+		Routes:      cfg.Routes,
+		Logger:      a.log.Named("proxy"),
+		AccessLog:   access,
+		Registerer:  a.reg,
+		RequestHook: requestHook(sessionIDHeader(cfg)),
 	})
 }
 
@@ -214,6 +279,7 @@ func (a *App) Start() error {
 		Gatherer: a.reg,
 		Ready:    a.ready,
 		Pprof:    a.cfg.Pprof,
+		Handlers: map[string]http.Handler{"DELETE /sessions/{id}": a.revokeHandler()},
 		Logger:   a.log,
 	})
 	if err != nil {

@@ -1,10 +1,13 @@
 package app
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
@@ -155,4 +159,121 @@ func snapshot(c tls.ClientSessionCache) tls.ClientSessionCache {
 		s.Put("localhost", cs)
 	}
 	return s
+}
+
+func TestFleetSharedStore(t *testing.T) {
+	for _, mode := range []string{"redis", "memcached"} {
+		t.Run(mode, func(t *testing.T) {
+			var res config.Resumption
+			res.Mode = mode
+			if mode == "redis" {
+				res.Redis.Addrs = []string{testserver.Redis(t).Addr}
+			} else {
+				res.Memcached.Servers = []string{testserver.Memcached(t).Addr}
+			}
+			up := httptest.NewServer(demoapp.Handler("up"))
+			defer up.Close()
+			var nodes []*App
+			for i := 0; i < 3; i++ {
+				nodes = append(nodes, startNode(t, config.Config{
+					Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res,
+				}))
+			}
+			for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+				cache := tls.NewLRUClientSessionCache(1)
+				connect(t, nodes[0].Addr().String(), v, cache)
+				const reconnects = 60
+				resumed := 0
+				for i := 1; i <= reconnects; i++ {
+					if connect(t, nodes[i%3].Addr().String(), v, cache) {
+						resumed++
+					}
+				}
+				t.Logf("%s TLS %s: %d/%d reconnects resumed across 3 nodes", mode, proxy.VersionName(v), resumed, reconnects)
+				if resumed*100 < reconnects*99 {
+					t.Fatalf("TLS %s: resumed %d/%d, want >= 99%%", proxy.VersionName(v), resumed, reconnects)
+				}
+			}
+		})
+	}
+}
+
+// sessionRequest connects, sends a request carrying a forged session
+// header, and returns what the upstream saw and whether the handshake
+// resumed.
+func sessionRequest(t *testing.T, addr string, cache tls.ClientSessionCache) (demoapp.Reply, bool) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost",
+		ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: localhost\r\nX-TLS-Session-ID: forged\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r demoapp.Reply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r, c.ConnectionState().DidResume
+}
+
+func TestSessionIDHeaderAndRevocation(t *testing.T) {
+	up := httptest.NewServer(demoapp.Handler("up"))
+	defer up.Close()
+	var res config.Resumption
+	res.Mode = "redis"
+	res.Redis.Addrs = []string{testserver.Redis(t).Addr}
+	a := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})
+	b := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})
+	for _, v := range []string{"1.2", "1.3"} {
+		t.Run(v, func(t *testing.T) {
+			cache := tls.NewLRUClientSessionCache(1)
+			r1, _ := sessionRequest(t, a.Addr().String(), cache)
+			if len(r1.SessionID) != 32 || r1.SessionID == "forged" {
+				t.Fatalf("upstream saw session id %q, want 32 hex digits from the proxy", r1.SessionID)
+			}
+			r2, resumed := sessionRequest(t, b.Addr().String(), cache)
+			if !resumed {
+				t.Fatal("second connection did not resume")
+			}
+			// Revoke the session the client now holds, through the other node.
+			req, _ := http.NewRequest(http.MethodDelete, "http://"+a.AdminAddr().String()+"/sessions/"+r2.SessionID, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != http.StatusNoContent {
+				t.Fatalf("DELETE /sessions/%s: %v %v", r2.SessionID, resp.Status, err)
+			}
+			if _, resumed := sessionRequest(t, b.Addr().String(), cache); resumed {
+				t.Fatal("a revoked session resumed")
+			}
+		})
+	}
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+a.AdminAddr().String()+"/sessions/not-hex", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("DELETE of a malformed id: %v %v, want 400", resp.Status, err)
+	}
+}
+
+func TestStickyResumesOnlyOnTheSameNode(t *testing.T) {
+	up := httptest.NewServer(demoapp.Handler("up"))
+	defer up.Close()
+	var nodes []*App
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startNode(t, config.Config{
+			Routes:     []proxy.RouteConfig{{Upstreams: []string{up.URL}}},
+			Resumption: config.Resumption{Mode: "sticky"},
+		}))
+	}
+	cache := tls.NewLRUClientSessionCache(1)
+	connect(t, nodes[0].Addr().String(), tls.VersionTLS13, cache)
+	if !connect(t, nodes[0].Addr().String(), tls.VersionTLS13, cache) {
+		t.Fatal("sticky: did not resume on the issuing node")
+	}
+	if connect(t, nodes[1].Addr().String(), tls.VersionTLS13, snapshot(cache)) {
+		t.Fatal("sticky: resumed on a node that never saw the session")
+	}
 }

@@ -11,6 +11,9 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/sessioncache"
+	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
+	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
@@ -18,11 +21,12 @@ import (
 // sessions is the resumption side of a node: the Layer plugged into
 // tls.Config and whatever runs behind it (a ticket key source, a store).
 type sessions struct {
-	mode   string
-	layer  *resumption.Layer // nil in mode off
-	holder *ticketkeys.Holder
-	source ticketkeys.Source // nil unless this node runs its own key source
-	close  []func() error
+	mode     string
+	layer    *resumption.Layer // nil in mode off
+	holder   *ticketkeys.Holder
+	source   ticketkeys.Source    // nil unless this node runs its own key source
+	stateful *resumption.Stateful // nil unless mode is redis, memcached or sticky
+	close    []func() error
 }
 
 // hooks returns what NewTLSConfig plugs in, nil in mode off.
@@ -57,7 +61,7 @@ func (s *sessions) Close() error {
 
 // buildSessions is the one place that knows every resumption backend: it
 // maps resumption.mode (and ticket_keys.source) to constructors.
-func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
+func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, sm *resumption.StatefulMetrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
 	mode := c.Mode
 	if mode == "" {
 		mode = config.DefaultMode
@@ -95,6 +99,14 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 			return nil, err
 		}
 		backend = t
+	case resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
+		st, err := buildStateful(mode, c, s, sm, log)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.stateful = st
+		backend = st
 	default:
 		return nil, fmt.Errorf("resumption.mode: %q: not supported by this build", mode)
 	}
@@ -155,4 +167,54 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 		})
 	}
 	return nil, fmt.Errorf("resumption.ticket_keys.source: %q: must be generate, file or redis", k.Source)
+}
+
+// buildStateful builds the backend of the stateful modes over its shared
+// store (none in mode sticky); closers are added to s.
+func buildStateful(mode string, c config.Resumption, s *sessions, sm *resumption.StatefulMetrics, log *zap.Logger) (*resumption.Stateful, error) {
+	timeout := c.Store.Timeout
+	if timeout == 0 {
+		timeout = resumption.DefaultStatefulTimeout
+	}
+	var shared sessioncache.Store
+	switch mode {
+	case resumption.ModeRedis:
+		rc := c.Redis
+		rc.Timeout = timeout
+		st, err := redisstore.New(rc)
+		if err != nil {
+			return nil, fmt.Errorf("resumption.redis: %w", err)
+		}
+		s.close = append(s.close, st.Close)
+		shared = st
+	case resumption.ModeMemcached:
+		mc := c.Memcached
+		mc.Timeout = timeout
+		st, err := memcachestore.New(mc)
+		if err != nil {
+			return nil, fmt.Errorf("resumption.memcached: %w", err)
+		}
+		s.close = append(s.close, st.Close)
+		shared = st
+	}
+	local, err := lru.New(lru.Config{MaxEntries: c.Store.LocalCache.MaxEntries, MaxBytes: c.Store.LocalCache.MaxBytes})
+	if err != nil {
+		return nil, fmt.Errorf("resumption.store.local_cache: %w", err)
+	}
+	st, err := resumption.NewStateful(resumption.StatefulConfig{
+		Mode:      mode,
+		Store:     shared,
+		Local:     local,
+		Lifetime:  c.SessionLifetime,
+		Timeout:   timeout,
+		SingleUse: c.Store.SingleUse,
+		Breaker:   resumption.StatefulBreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
+		Logger:    log.Named("sessions"),
+		Metrics:   sm,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.close = append(s.close, st.Close)
+	return st, nil
 }

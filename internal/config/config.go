@@ -332,7 +332,7 @@ func checkHostPort(s string) error {
 
 // statefulModes gates modes redis, memcached and sticky until the node
 // can build them.
-var statefulModes = false
+var statefulModes = true
 
 func (r *Resumption) validateStore() []error {
 	var errs []error
