@@ -1,6 +1,8 @@
 package sessioncache
 
 import (
+	"errors"
+	"net"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -41,6 +43,22 @@ func CheckKey(key string) error {
 		if c := key[i]; c <= ' ' || c == 0x7f {
 			return fmt.Errorf("sessioncache: key has an illegal byte 0x%02x at %d", c, i)
 		}
+	}
+	return nil
+}
+
+// CheckAddr reports whether a is host:port with a host and a port in
+// 1..65535, as the stores' addresses must be.
+func CheckAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	if host == "" {
+		return errors.New("host is empty")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errors.New("port must be a number in 1..65535")
 	}
 	return nil
 }

@@ -18,8 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,7 +78,7 @@ func (c Config) Validate() error {
 		if strings.Contains(s, "/") {
 			continue // a Unix socket path
 		}
-		if err := checkAddr(s); err != nil {
+		if err := sessioncache.CheckAddr(s); err != nil {
 			return fmt.Errorf("memcached.servers[%d]: %q: %w", i, s, err)
 		}
 	}
@@ -94,20 +92,6 @@ func (c Config) Validate() error {
 		if err := sessioncache.CheckKey(c.KeyPrefix); err != nil || len(c.KeyPrefix) >= sessioncache.MaxKeyLen {
 			return fmt.Errorf("memcached.key_prefix: %q: must be shorter than %d bytes with no spaces or control bytes", c.KeyPrefix, sessioncache.MaxKeyLen)
 		}
-	}
-	return nil
-}
-
-func checkAddr(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return errors.New("must be host:port or a socket path")
-	}
-	if host == "" {
-		return errors.New("host is empty")
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return errors.New("port must be a number in 1..65535")
 	}
 	return nil
 }

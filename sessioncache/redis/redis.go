@@ -18,9 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -107,7 +105,7 @@ func (c Config) Validate() error {
 	}
 	seen := make(map[string]int, len(c.Addrs))
 	for i, a := range c.Addrs {
-		if err := checkAddr(a); err != nil {
+		if err := sessioncache.CheckAddr(a); err != nil {
 			return fmt.Errorf("redis.addrs[%d]: %q: %w", i, a, err)
 		}
 		if j, ok := seen[a]; ok {
@@ -158,20 +156,6 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("redis.timeout: must not be negative, got %q", c.Timeout)
-	}
-	return nil
-}
-
-func checkAddr(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return errors.New("must be host:port")
-	}
-	if host == "" {
-		return errors.New("host is empty")
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return errors.New("port must be a number in 1..65535")
 	}
 	return nil
 }
