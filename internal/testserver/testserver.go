@@ -181,8 +181,43 @@ func (s *Server) Restart() {
 }
 
 // Pause stops the process with SIGSTOP: it keeps its socket but answers
-// nothing, like a hung server. Resume undoes it.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+// nothing, like a hung server. It returns once every thread of the process
+// is stopped, so a request sent after Pause cannot be answered. Resume
+// undoes it.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	pid := s.cmd.Process.Pid
+	for i := 0; ; i++ {
+		if allStopped(pid) {
+			return
+		}
+		if i == 1000 {
+			s.t.Fatalf("%s did not stop after SIGSTOP", s.name)
+		}
+		time.Sleep(time.Millisecond) // polling /proc, not synchronising goroutines
+	}
+}
+
+// allStopped reports whether every thread of pid is in state T (stopped).
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume continues a paused process.
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }

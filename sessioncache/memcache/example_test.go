@@ -17,7 +17,7 @@ func ExampleConfig_Validate() {
 	cfg = memcache.Config{Servers: []string{"10.0.0.1:11211"}, Timeout: -time.Second}
 	fmt.Println(cfg.Validate())
 	// Output:
-	// memcached.servers[1]: "10.0.0.2": must be host:port or a socket path
+	// memcached.servers[1]: "10.0.0.2": must be host:port
 	// memcached.timeout: must not be negative, got "-1s"
 }
 
