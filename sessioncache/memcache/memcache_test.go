@@ -129,7 +129,7 @@ func TestValidate(t *testing.T) {
 		{"several_and_socket", Config{Servers: []string{"a:11211", "[::1]:11211", "/run/memcached.sock"}, Timeout: time.Second, MaxIdleConns: 4, KeyPrefix: "fleet/"}, ""},
 		{"weighted", Config{Servers: []string{"a:1", "a:1", "b:1"}}, ""},
 		{"none", Config{}, "memcached.servers: at least one server is required"},
-		{"bad", Config{Servers: []string{"a:1", "x:y:z"}}, `memcached.servers[1]: "x:y:z": must be host:port or a socket path`},
+		{"bad", Config{Servers: []string{"a:1", "x:y:z"}}, `memcached.servers[1]: "x:y:z": must be host:port`},
 		{"no_host", Config{Servers: []string{":11211"}}, `memcached.servers[0]: ":11211": host is empty`},
 		{"bad_port", Config{Servers: []string{"a:0"}}, `memcached.servers[0]: "a:0": port must be a number in 1..65535`},
 		{"negative_timeout", Config{Servers: one, Timeout: -time.Millisecond}, `memcached.timeout: must not be negative, got "-1ms"`},
