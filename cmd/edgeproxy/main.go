@@ -27,6 +27,9 @@ func commands() []command {
 		{"config", "config check FILE: validate a configuration file", runConfig},
 		{"keys", "keys gen|inspect: make and inspect ticket key files", runKeys},
 		{"upstream", "run the small demo upstream application", runUpstream},
+		{"demo", "an upstream, 3 nodes sharing resumption and a benchmark, on loopback", runDemo},
+		{"bench", "full vs resumed TLS handshakes against one or several targets", runBench},
+		{"probe", "probe HOST:PORT: what a server does with tickets, session IDs, resumption", runProbe},
 	}
 }
 
