@@ -118,4 +118,3 @@ func splitList(s string) []string {
 	}
 	return out
 }
-
