@@ -270,12 +270,8 @@ func (a *App) Start() error {
 		a.handler.Stop()
 		return err
 	}
-	adminAddr := proxy.DefaultAdminListen
-	if a.cfg.Admin != nil {
-		adminAddr = *a.cfg.Admin
-	}
 	admin, err := proxy.StartAdmin(proxy.AdminConfig{
-		Listen:   adminAddr,
+		Listen:   adminAddr(a.cfg),
 		Gatherer: a.reg,
 		Ready:    a.ready,
 		Pprof:    a.cfg.Pprof,
@@ -331,14 +327,6 @@ func (a *App) Reload() error {
 		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return err
 	}
-	if err := a.certs.Reload(); err != nil {
-		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
-		return err
-	}
-	if err := a.sessions.reload(); err != nil {
-		a.log.Error("ticket key reload failed; keeping the current keys", zap.Error(err))
-		return err
-	}
 	handler, err := a.newHandler(cfg)
 	if err != nil {
 		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
@@ -347,6 +335,14 @@ func (a *App) Reload() error {
 	tlsConf, err := a.tlsConfig(cfg)
 	if err != nil {
 		handler.Stop()
+		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
+		return err
+	}
+	// Certificates last among the checks: Reload swaps them only if every
+	// file loads, and nothing can fail after it.
+	if err := a.certs.Reload(); err != nil {
+		handler.Stop()
+		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return err
 	}
 	a.mu.Lock()
@@ -358,14 +354,29 @@ func (a *App) Reload() error {
 	a.server.SetHandler(handler)
 	a.server.SetTLSConfig(tlsConf)
 	old.Stop()
-	if cfg.Listen != prev.Listen || fmt.Sprint(cfg.Admin) != fmt.Sprint(prev.Admin) {
+	if cfg.Listen != prev.Listen || adminAddr(cfg) != adminAddr(prev) {
 		a.log.Warn("listen addresses change only on restart")
 	}
 	if cfg.Resumption.Mode != prev.Resumption.Mode || fmt.Sprint(cfg.Resumption.TicketKeys) != fmt.Sprint(prev.Resumption.TicketKeys) {
 		a.log.Warn("resumption mode and key source change only on restart")
 	}
+	// Ticket keys are independent of the rest: a key store that is down
+	// keeps the current ring (the source retries by itself) and must not
+	// hold back a route or certificate change.
+	if err := a.sessions.reload(); err != nil {
+		a.log.Warn("reloaded, but ticket keys were not: keeping the current keys", zap.Error(err))
+		return fmt.Errorf("ticket keys not reloaded: %w", err)
+	}
 	a.log.Info("reloaded")
 	return nil
+}
+
+// adminAddr is the admin listener address a configuration asks for.
+func adminAddr(c *config.Config) string {
+	if c.Admin == nil {
+		return proxy.DefaultAdminListen
+	}
+	return *c.Admin
 }
 
 // Shutdown stops accepting, drains in-flight requests until ctx ends, and

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -266,5 +268,38 @@ func TestReloadKeepsOldConfigOnError(t *testing.T) {
 	r, _ = getReply(t, clientFor(true, nil), "https://"+a.Addr().String()+"/")
 	if r.App != "up2" {
 		t.Fatalf("after reload the request went to %q, want up2", r.App)
+	}
+}
+
+// TestReloadAppliesRoutesWhenKeysFail: a ticket key reload that fails (a
+// broken key file here, a Redis outage in production) must not hold back
+// the rest of the reload.
+func TestReloadAppliesRoutesWhenKeysFail(t *testing.T) {
+	up1 := httptest.NewServer(demoapp.Handler("up1"))
+	defer up1.Close()
+	up2 := httptest.NewServer(demoapp.Handler("up2"))
+	defer up2.Close()
+	keyFile := filepath.Join(t.TempDir(), "ticket.key")
+	writeKeys(t, keyFile, newKey(t))
+	a := startNode(t, config.Config{
+		Routes:     []proxy.RouteConfig{{Upstreams: []string{up1.URL}}},
+		Resumption: config.Resumption{TicketKeys: config.TicketKeys{Source: "file", Files: []string{keyFile}}},
+	})
+	if err := os.WriteFile(keyFile, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.opts.Config.Routes = []proxy.RouteConfig{{Upstreams: []string{up2.URL}}}
+	if err := a.Reload(); err == nil || !strings.Contains(err.Error(), "ticket keys not reloaded") {
+		t.Fatalf("Reload = %v, want it to report the ticket key failure", err)
+	}
+	r, _ := getReply(t, clientFor(true, nil), "https://"+a.Addr().String()+"/")
+	if r.App != "up2" {
+		t.Fatalf("after a reload whose keys failed the request went to %q, want up2", r.App)
+	}
+	// The old ring is still in force: sessions keep resuming.
+	cache := tls.NewLRUClientSessionCache(1)
+	connect(t, a.Addr().String(), tls.VersionTLS13, cache)
+	if !connect(t, a.Addr().String(), tls.VersionTLS13, cache) {
+		t.Fatal("no resumption after a failed key reload")
 	}
 }

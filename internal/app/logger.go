@@ -25,6 +25,7 @@ func NewLogger(c config.Log) (*zap.Logger, error) {
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.Sampling = nil
+		zc.DisableStacktrace = true
 	}
 	zc.Level = zap.NewAtomicLevelAt(level)
 	zc.OutputPaths = []string{"stderr"}
