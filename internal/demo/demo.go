@@ -172,21 +172,24 @@ func writeSummary(w io.Writer, f *Fleet, s *Summary) {
 	}
 }
 
-// writeTry prints commands a person can run against the fleet.
+// writeTry prints commands a person can run against the fleet, in one
+// Write so a reader watching for its first line sees all of it.
 func writeTry(w io.Writer, f *Fleet, serve time.Duration) {
 	addrs := f.Addrs()
 	until := "until Ctrl-C"
 	if serve > 0 {
 		until = "for " + serve.String()
 	}
-	fmt.Fprintf(w, "\nserving %s; try:\n", until)
-	fmt.Fprintf(w, "  openssl s_client -connect %s -reconnect -tls1_2 </dev/null 2>/dev/null | grep -E '^(New|Reused)'\n", addrs[0])
-	fmt.Fprintf(w, "  curl -k https://%s/hello\n", addrs[0])
-	fmt.Fprintf(w, "  edgeproxy probe %s --sni localhost\n", addrs[0])
-	fmt.Fprintf(w, "  edgeproxy bench --targets %s --mode both --insecure --sni localhost --chart bench.svg\n", strings.Join(addrs, ","))
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nserving %s; try:\n", until)
+	fmt.Fprintf(&b, "  openssl s_client -connect %s -reconnect -tls1_2 </dev/null 2>/dev/null | grep -E '^(New|Reused)'\n", addrs[0])
+	fmt.Fprintf(&b, "  curl -k https://%s/hello\n", addrs[0])
+	fmt.Fprintf(&b, "  edgeproxy probe %s --sni localhost\n", addrs[0])
+	fmt.Fprintf(&b, "  edgeproxy bench --targets %s --mode both --insecure --sni localhost --chart bench.svg\n", strings.Join(addrs, ","))
 	if len(f.Nodes) > 0 {
 		if a := f.Nodes[0].AdminAddr(); a != nil {
-			fmt.Fprintf(w, "  curl -s http://%s/metrics | grep edgeproxy_tls_handshakes_total\n", a)
+			fmt.Fprintf(&b, "  curl -s http://%s/metrics | grep edgeproxy_tls_handshakes_total\n", a)
 		}
 	}
+	io.WriteString(w, b.String())
 }
