@@ -22,8 +22,7 @@ import (
 // tls.Config and whatever runs behind it (a ticket key source, a store).
 type sessions struct {
 	mode     string
-	layer    *resumption.Layer // nil in mode off
-	holder   *ticketkeys.Holder
+	layer    *resumption.Layer    // nil in mode off
 	source   ticketkeys.Source    // nil unless this node runs its own key source
 	stateful *resumption.Stateful // nil unless mode is redis, memcached or sticky
 	close    []func() error
@@ -43,12 +42,6 @@ func (s *sessions) reload() error {
 		return r.Reload()
 	}
 	return nil
-}
-
-// degraded reports whether the key source or store is serving from its
-// last good state.
-func (s *sessions) degraded() bool {
-	return s.source != nil && s.source.Degraded()
 }
 
 func (s *sessions) Close() error {
@@ -92,7 +85,6 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 				return nil, fmt.Errorf("starting ticket keys: %w", err)
 			}
 		}
-		s.holder = holder
 		t, err := resumption.NewTickets(resumption.TicketsConfig{Keys: holder})
 		if err != nil {
 			s.Close()
