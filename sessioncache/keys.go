@@ -1,10 +1,10 @@
 package sessioncache
 
 import (
-	"errors"
-	"net"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
 )
 
