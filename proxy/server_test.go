@@ -24,6 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 )
 
 // startServer runs a Server on a free loopback port until the test ends.
@@ -100,7 +102,7 @@ func TestClassifyHandshakeError(t *testing.T) {
 func TestNoSharedCipherIsCounted(t *testing.T) {
 	m := NewTLSMetrics(prometheus.NewRegistry())
 	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m})
-	_, err := tls.Dial("tcp", s.Addr().String(), &tls.Config{
+	err := testserver.Handshake(t, s.Addr().String(), &tls.Config{
 		InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA},
 	})

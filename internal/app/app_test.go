@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
@@ -232,11 +233,11 @@ func TestHandshakeFailuresAreCounted(t *testing.T) {
 	io.Copy(io.Discard, c)
 	c.Close()
 	// A TLS 1.2-only client against a TLS 1.3 minimum.
-	if _, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}); err == nil {
+	if err := testserver.Handshake(t, addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}); err == nil {
 		t.Fatal("TLS 1.2 client connected to a TLS 1.3-only listener")
 	}
 	// The server counts a failure before it closes the connection, and
-	// both clients above saw the close: the counts are in.
+	// both clients above waited for the close: the counts are in.
 	for reason, n := range map[string]float64{proxy.ReasonBadClientHello: 1, proxy.ReasonVersion: 1} {
 		name := `edgeproxy_tls_handshake_errors_total{reason="` + reason + `"}`
 		if got := metric(t, a, name); got != n {

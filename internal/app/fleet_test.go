@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
@@ -164,8 +165,9 @@ func snapshot(c tls.ClientSessionCache) tls.ClientSessionCache {
 func TestFleetSharedStore(t *testing.T) {
 	for _, mode := range []string{"redis", "memcached"} {
 		t.Run(mode, func(t *testing.T) {
-			var res config.Resumption
-			res.Mode = mode
+			// A generous store timeout: this test is about sharing, and a
+			// loaded CI machine can delay a loopback reply past 25ms.
+			res := config.Resumption{Mode: mode, Store: config.Store{Timeout: time.Second}}
 			if mode == "redis" {
 				res.Redis.Addrs = []string{testserver.Redis(t).Addr}
 			} else {
@@ -225,8 +227,7 @@ func sessionRequest(t *testing.T, addr string, cache tls.ClientSessionCache) (de
 func TestSessionIDHeaderAndRevocation(t *testing.T) {
 	up := httptest.NewServer(demoapp.Handler("up"))
 	defer up.Close()
-	var res config.Resumption
-	res.Mode = "redis"
+	res := config.Resumption{Mode: "redis", Store: config.Store{Timeout: time.Second}}
 	res.Redis.Addrs = []string{testserver.Redis(t).Addr}
 	a := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})
 	b := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})

@@ -3,6 +3,7 @@ package testserver
 import (
 	"crypto/tls"
 	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -41,4 +42,25 @@ func TLSDiscard(t testing.TB, conf *tls.Config) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// Handshake runs a TLS client handshake with conf against addr. If it
+// fails, Handshake waits until the server closes the connection before it
+// returns the error: a server that records a failed handshake before
+// closing (as edgeproxy does) has then recorded it, even when it sent an
+// alert that ended the client's handshake earlier.
+func Handshake(t testing.TB, addr string, conf *tls.Config) error {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := tls.Client(raw, conf)
+	if err := c.Handshake(); err != nil {
+		raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, raw)
+		return err
+	}
+	return nil
 }
