@@ -9,11 +9,13 @@ type SessionIDer interface {
 	SessionID(identity []byte) string
 }
 
-// ConnSession records, for one connection, the identifier of the session
-// its handshake resumed or issued. It is written during the handshake and
-// must be read only after the handshake completed.
+// ConnSession is what one connection's handshake learnt about its session:
+// the identifier of the session it resumed or was issued (stateful
+// backends), and when the resumed session was first authenticated. It is
+// written during the handshake and must be read only after it completed.
 type ConnSession struct {
-	id string
+	id     string
+	authAt int64 // Unix seconds; zero when the handshake resumed nothing
 }
 
 // ID returns the session identifier, or "" when the connection has none
@@ -25,38 +27,48 @@ func (c *ConnSession) ID() string {
 	return c.id
 }
 
-// TracksSessions reports whether ConnConfig records session identifiers:
-// only backends implementing SessionIDer have them.
+// TracksSessions reports whether ConnSession.ID is filled in: only for
+// backends implementing SessionIDer.
 func (l *Layer) TracksSessions() bool {
 	_, ok := l.backend.(SessionIDer)
 	return ok
 }
 
-// ConnConfig returns a copy of base for one connection whose session hooks
-// also record the connection's session identifier in the returned
-// ConnSession: the newest issued one, else the one resumed. It costs a
-// tls.Config clone per handshake; use it only when the identifier is
-// needed (TracksSessions).
+// ConnConfig returns a copy of base for one connection, whose session hooks
+// link what the handshake resumed to what it issues:
+//
+//   - a ticket issued on a resumed connection keeps the authentication time
+//     of the session it resumed, so Lifetime bounds a session from its full
+//     handshake however often it resumes (the plain hooks from Configure
+//     restart the clock with every ticket);
+//   - with a SessionIDer backend, the returned ConnSession records the
+//     identifier of the newest issued session, else of the one resumed.
+//
+// It costs a tls.Config clone per handshake (about 0.3µs, 4 allocations).
 func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
-	ider, ok := l.backend.(SessionIDer)
-	if !ok {
-		return base, nil
-	}
+	ider, _ := l.backend.(SessionIDer)
 	c := base.Clone()
 	rec := &ConnSession{}
 	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-		identity, err := l.WrapSession(cs, ss)
-		if err == nil {
+		authAt := rec.authAt
+		if !cs.DidResume || authAt == 0 {
+			authAt = l.now().Unix()
+		}
+		identity, err := l.wrap(cs, ss, authAt)
+		if err == nil && ider != nil {
 			rec.id = ider.SessionID(identity)
 		}
 		return identity, err
 	}
 	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-		ss, err := l.UnwrapSession(identity, cs)
+		ss, authAt := l.unwrap(identity, cs)
 		if ss != nil {
-			rec.id = ider.SessionID(identity)
+			rec.authAt = authAt
+			if ider != nil {
+				rec.id = ider.SessionID(identity)
+			}
 		}
-		return ss, err
+		return ss, nil
 	}
 	return c, rec
 }

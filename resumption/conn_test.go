@@ -38,10 +38,56 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 	if base.UnwrapSession != nil {
 		t.Fatal("ConnConfig modified the base config")
 	}
-	// A Backend without identifiers: the base config, no record.
-	l2, _ := New(Config{Backend: &fakeBackend{}})
-	if c, rec := l2.ConnConfig(base); c != base || rec != nil || l2.TracksSessions() {
-		t.Fatal("a backend without SessionID got a per-connection config")
+	// A Backend without identifiers: still linked, but no identifier.
+	l2, _ := New(Config{Backend: &fakeBackend{unwrap: st}, Now: func() time.Time { return time.Unix(0, 0) }})
+	c2, rec2 := l2.ConnConfig(base)
+	if l2.TracksSessions() || c2 == base {
+		t.Fatal("TracksSessions true, or no per-connection config, for a backend without SessionID")
+	}
+	c2.UnwrapSession([]byte("x"), tls.ConnectionState{})
+	if rec2.ID() != "" {
+		t.Fatalf("ID = %q for a backend without identifiers", rec2.ID())
+	}
+}
+
+// TestLifetimeCountsFromTheFullHandshake: a client that keeps resuming
+// within the lifetime must still do a full handshake once the lifetime has
+// passed since its last full handshake.
+func TestLifetimeCountsFromTheFullHandshake(t *testing.T) {
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tlsName(v), func(t *testing.T) {
+			tickets, err := NewTickets(TicketsConfig{Keys: testRing(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk := &clock{t: time.Unix(1_700_000_000, 0)}
+			layer, m := newLayer(t, Config{Mode: ModeTickets, Backend: tickets, Lifetime: time.Hour, Now: clk.now})
+			base := &tls.Config{Certificates: []tls.Certificate{testCert(t, "a.test")}, MinVersion: v, MaxVersion: v}
+			layer.Configure(base)
+			// Each connection gets its own config, as proxy's listener does.
+			perConn := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				c, _ := layer.ConnConfig(base)
+				return c, nil
+			}}
+			cache := tls.NewLRUClientSessionCache(1)
+			client := &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MinVersion: v, MaxVersion: v}
+			if handshake(t, perConn, client) {
+				t.Fatal("first connection resumed")
+			}
+			for _, at := range []time.Duration{20 * time.Minute, 40 * time.Minute, 55 * time.Minute} {
+				clk.t = time.Unix(1_700_000_000, 0).Add(at)
+				if !handshake(t, perConn, client) {
+					t.Fatalf("no resumption %s after the full handshake", at)
+				}
+			}
+			clk.t = time.Unix(1_700_000_000, 0).Add(61 * time.Minute)
+			if handshake(t, perConn, client) {
+				t.Fatal("a session chained by resumptions outlived the lifetime")
+			}
+			if got := unwraps(m, ModeTickets, ResultExpired); got != 1 {
+				t.Fatalf("expired = %d, want 1", got)
+			}
+		})
 	}
 }
 

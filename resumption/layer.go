@@ -58,8 +58,10 @@ type Config struct {
 	Mode string
 	// Backend carries the state. Required.
 	Backend Backend
-	// Lifetime bounds how long after it was issued a session resumes.
-	// If zero, DefaultLifetime is used. Values above MaxLifetime are refused.
+	// Lifetime bounds how long after the full handshake that authenticated
+	// it a session resumes, however often it resumed meanwhile (when the
+	// hooks come from ConnConfig). If zero, DefaultLifetime is used.
+	// Values above MaxLifetime are refused.
 	Lifetime time.Duration
 	// Scope returns the security context a connection belongs to: the
 	// certificate group its SNI selected, its client-auth policy. A session
@@ -141,7 +143,7 @@ func (l *Layer) Configure(c *tls.Config) {
 }
 
 // The Layer's own fields travel in SessionState.Extra as one element:
-// extraTag(1) | issued unix seconds(8) | scope.
+// extraTag(1) | authentication time, unix seconds(8) | scope.
 const extraTag = 0xE1
 
 func (l *Layer) scopeOf(cs tls.ConnectionState) string {
@@ -152,7 +154,9 @@ func (l *Layer) scopeOf(cs tls.ConnectionState) string {
 }
 
 // WrapSession is a tls.Config.WrapSession hook. It stamps the session with
-// its issue time and scope and has the Backend turn it into an identity.
+// the time of its authentication (now: without a per-connection link, see
+// ConnConfig, every ticket counts as a new authentication) and its scope,
+// and has the Backend turn it into an identity.
 //
 // It never returns an error: a Backend that cannot wrap (a failing random
 // source, a store that cannot be written) yields a random decoy identity
@@ -162,10 +166,16 @@ func (l *Layer) scopeOf(cs tls.ConnectionState) string {
 // Warning: the session state holds the connection's resumption secret; anyone
 // who can open the identity can decrypt connections resumed with it.
 func (l *Layer) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	return l.wrap(cs, ss, l.now().Unix())
+}
+
+// wrap seals ss with authAt, the Unix time of the full handshake that
+// authenticated the session.
+func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) ([]byte, error) {
 	scope := l.scopeOf(cs)
 	e := make([]byte, 9+len(scope))
 	e[0] = extraTag
-	binary.BigEndian.PutUint64(e[1:9], uint64(l.now().Unix()))
+	binary.BigEndian.PutUint64(e[1:9], uint64(authAt))
 	copy(e[9:], scope)
 	ss.Extra = append(ss.Extra[:0:0], e)
 	id, err := l.backend.WrapSession(cs, ss)
@@ -185,41 +195,48 @@ func (l *Layer) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byt
 
 // UnwrapSession is a tls.Config.UnwrapSession hook. It returns the session
 // the identity names, or (nil, nil) — a full handshake — when the identity
-// is unknown, malformed, expired, from another scope, or the store failed.
-// It never returns an error.
+// is unknown, malformed, expired (authenticated longer than the lifetime
+// ago), from another scope, or the store failed. It never returns an error.
 func (l *Layer) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+	ss, _ := l.unwrap(identity, cs)
+	return ss, nil
+}
+
+// unwrap is UnwrapSession that also returns the session's authentication
+// time.
+func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (*tls.SessionState, int64) {
 	ss, err := l.backend.UnwrapSession(identity, cs)
 	switch {
 	case err == nil && ss != nil:
 	case err == nil || errors.Is(err, ErrMiss):
 		l.counts.miss.Inc()
-		return nil, nil
+		return nil, 0
 	case errors.Is(err, ErrBad):
 		l.counts.bad.Inc()
-		return nil, nil
+		return nil, 0
 	default:
 		l.counts.storeError.Inc()
 		l.log.Debug("session store failed", zap.String("mode", l.mode), zap.Error(err))
-		return nil, nil
+		return nil, 0
 	}
-	issued, scope, ok := parseExtra(ss.Extra)
+	authAt, scope, ok := parseExtra(ss.Extra)
 	if !ok {
 		l.counts.bad.Inc()
-		return nil, nil
+		return nil, 0
 	}
-	if l.now().Sub(time.Unix(issued, 0)) > l.lifetime {
+	if l.now().Sub(time.Unix(authAt, 0)) > l.lifetime {
 		l.counts.expired.Inc()
-		return nil, nil
+		return nil, 0
 	}
 	if scope != l.scopeOf(cs) {
 		l.counts.scopeMismatch.Inc()
-		return nil, nil
+		return nil, 0
 	}
 	l.counts.resumed.Inc()
-	return ss, nil
+	return ss, authAt
 }
 
-func parseExtra(extra [][]byte) (issued int64, scope string, ok bool) {
+func parseExtra(extra [][]byte) (authAt int64, scope string, ok bool) {
 	for _, e := range extra {
 		if len(e) >= 9 && e[0] == extraTag {
 			return int64(binary.BigEndian.Uint64(e[1:9])), string(e[9:]), true

@@ -61,28 +61,40 @@ type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
 
-// handshake runs one real TLS handshake over net.Pipe and reports whether
-// it resumed.
+// handshake runs one real TLS handshake over loopback TCP and reports
+// whether it resumed. (Not net.Pipe: its writes block until read, and both
+// ends of a TLS 1.3 handshake may write at once.)
 func handshake(t *testing.T, server *tls.Config, client *tls.Config) bool {
 	t.Helper()
-	c, s := net.Pipe()
-	defer c.Close()
-	defer s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	errc := make(chan error, 1)
 	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer s.Close()
 		sc := tls.Server(s, server)
-		err := sc.Handshake()
+		err = sc.Handshake()
 		if err == nil {
 			// One byte of application data after the handshake: the
 			// client reads it, and with it any TLS 1.3 NewSessionTicket
 			// sent before it.
 			_, err = sc.Write([]byte{1})
-			// Drain until the client closes: net.Pipe writes block
-			// until read, and the client's close_notify is a write.
 			io.Copy(io.Discard, sc)
 		}
 		errc <- err
 	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	cc := tls.Client(c, client)
 	if err := cc.Handshake(); err != nil {
 		t.Fatalf("client handshake: %v", err)
@@ -92,7 +104,6 @@ func handshake(t *testing.T, server *tls.Config, client *tls.Config) bool {
 	}
 	resumed := cc.ConnectionState().DidResume
 	cc.Close()
-	c.Close()
 	if err := <-errc; err != nil {
 		t.Fatalf("server handshake: %v", err)
 	}

@@ -171,7 +171,7 @@ func (a *App) build() error {
 		Handler:  a.handler,
 		Timeouts: cfg.Timeouts,
 		Metrics:  a.tlsMetrics,
-		PerConn:  a.perConn(cfg),
+		PerConn:  a.perConn(),
 		Logger:   a.log,
 	})
 	if err != nil {
@@ -190,11 +190,12 @@ func sessionIDHeader(cfg *config.Config) string {
 	return config.DefaultSessionIDHeader
 }
 
-// perConn links each connection to its session, so requests can carry the
-// session identifier: only in the stateful modes with the header on.
-func (a *App) perConn(cfg *config.Config) func(*tls.Config) (*tls.Config, any) {
+// perConn gives each handshake its own session hooks (Layer.ConnConfig), so
+// that a resumed session keeps the time of its full handshake and, in the
+// stateful modes, requests can carry the session identifier.
+func (a *App) perConn() func(*tls.Config) (*tls.Config, any) {
 	l := a.sessions.layer
-	if l == nil || !l.TracksSessions() || sessionIDHeader(cfg) == "" {
+	if l == nil {
 		return nil
 	}
 	return func(base *tls.Config) (*tls.Config, any) {
