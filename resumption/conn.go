@@ -54,11 +54,11 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 		if !cs.DidResume || authAt == 0 {
 			authAt = l.now().Unix()
 		}
-		identity, err := l.wrap(cs, ss, authAt)
-		if err == nil && ider != nil {
+		identity, ok := l.wrap(cs, ss, authAt)
+		if ok && ider != nil {
 			rec.id = ider.SessionID(identity)
 		}
-		return identity, err
+		return identity, nil
 	}
 	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		ss, authAt := l.unwrap(identity, cs)

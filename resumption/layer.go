@@ -166,12 +166,13 @@ func (l *Layer) scopeOf(cs tls.ConnectionState) string {
 // Warning: the session state holds the connection's resumption secret; anyone
 // who can open the identity can decrypt connections resumed with it.
 func (l *Layer) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-	return l.wrap(cs, ss, l.now().Unix())
+	id, _ := l.wrap(cs, ss, l.now().Unix())
+	return id, nil
 }
 
 // wrap seals ss with authAt, the Unix time of the full handshake that
-// authenticated the session.
-func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) ([]byte, error) {
+// authenticated the session. ok is false when the identity is a decoy.
+func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, ok bool) {
 	scope := l.scopeOf(cs)
 	e := make([]byte, 9+len(scope))
 	e[0] = extraTag
@@ -181,7 +182,7 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 	id, err := l.backend.WrapSession(cs, ss)
 	if err == nil && len(id) > 0 {
 		l.counts.wrapOK.Inc()
-		return id, nil
+		return id, true
 	}
 	l.counts.wrapError.Inc()
 	l.log.Debug("session wrap failed", zap.String("mode", l.mode), zap.Error(err))
@@ -190,7 +191,7 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 		// A decoy of zeros is as unresumable as a random one.
 		clear(decoy)
 	}
-	return decoy, nil
+	return decoy, false
 }
 
 // UnwrapSession is a tls.Config.UnwrapSession hook. It returns the session
