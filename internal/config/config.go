@@ -247,12 +247,16 @@ func (c *Config) Validate() error {
 			add("tls.certificates[%d].key: required", i)
 		}
 	}
-	for name, d := range map[string]time.Duration{
-		"timeouts.handshake": c.Timeouts.Handshake, "timeouts.read_header": c.Timeouts.ReadHeader,
-		"timeouts.idle": c.Timeouts.Idle, "timeouts.write": c.Timeouts.Write, "shutdown_timeout": c.ShutdownTimeout,
+	// A slice, not a map: errors come out in the file's order.
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"timeouts.handshake", c.Timeouts.Handshake}, {"timeouts.read_header", c.Timeouts.ReadHeader},
+		{"timeouts.idle", c.Timeouts.Idle}, {"timeouts.write", c.Timeouts.Write}, {"shutdown_timeout", c.ShutdownTimeout},
 	} {
-		if d < 0 {
-			add("%s: must not be negative, got %q", name, d)
+		if f.d < 0 {
+			add("%s: must not be negative, got %q", f.name, f.d)
 		}
 	}
 	if len(c.Routes) == 0 {
@@ -268,11 +272,8 @@ func (r *Resumption) validate() []error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	switch r.Mode {
-	case "", resumption.ModeTickets, resumption.ModeOff:
-	case resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
-		if !statefulModes {
-			add("resumption.mode: %q: not available yet in this build; use tickets or off", r.Mode)
-		}
+	case "", resumption.ModeTickets, resumption.ModeOff,
+		resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
 	default:
 		add("resumption.mode: %q: must be tickets, redis, memcached, sticky or off", r.Mode)
 	}
@@ -329,10 +330,6 @@ func checkHostPort(s string) error {
 	}
 	return nil
 }
-
-// statefulModes gates modes redis, memcached and sticky until the node
-// can build them.
-var statefulModes = true
 
 func (r *Resumption) validateStore() []error {
 	var errs []error
