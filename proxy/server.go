@@ -44,6 +44,8 @@ type ServerConfig struct {
 	Handler http.Handler
 	// Timeouts for client connections.
 	Timeouts Timeouts
+	// Limits bound connections, handshakes, headers and streams.
+	Limits Limits
 	// Metrics counts handshakes. If nil, nothing is counted.
 	Metrics *TLSMetrics
 	// PerConn, if set, is called before each handshake with the live TLS

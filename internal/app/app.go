@@ -170,6 +170,7 @@ func (a *App) build() error {
 		TLS:      tlsConf,
 		Handler:  a.handler,
 		Timeouts: cfg.Timeouts,
+		Limits:   cfg.Limits,
 		Metrics:  a.tlsMetrics,
 		PerConn:  a.perConn(),
 		Logger:   a.log,

@@ -43,6 +43,8 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 	// Timeouts for client connections.
 	Timeouts proxy.Timeouts `yaml:"timeouts"`
+	// Limits bound what clients can take from the node.
+	Limits proxy.Limits `yaml:"limits"`
 	// ShutdownTimeout bounds draining on SIGTERM. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Routes map hosts and paths to upstream pools. At least one.
