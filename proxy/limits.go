@@ -1,7 +1,5 @@
 package proxy
 
-
-
 // Limits bound what clients can take from a node: connections, handshakes in
 // flight, header bytes and HTTP/2 streams. Each field's zero value selects
 // the default constant named in its doc; a negative value is refused by
@@ -36,4 +34,3 @@ const (
 	DefaultMaxHeaderBytes            = 32 << 10 // nginx: 4 x 8k large_client_header_buffers
 	DefaultHTTP2MaxConcurrentStreams = 100
 )
-
