@@ -29,6 +29,7 @@ type tlsListener struct {
 	metrics *TLSMetrics
 	log     *zap.Logger
 	perConn func(*tls.Config) (*tls.Config, any)
+	limits  *connLimiter
 	// values holds each handshaken *tls.Conn's per-connection value from
 	// perConn until the HTTP server picks it up in ConnContext.
 	values sync.Map
@@ -45,7 +46,7 @@ type tlsListener struct {
 	acceptErr error
 }
 
-func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, any)) *tlsListener {
+func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, lim Limits, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, any)) *tlsListener {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
@@ -55,6 +56,7 @@ func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], time
 		done:  make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.limits = newConnLimiter(lim, m, log, func(c net.Conn) { l.wg.Add(1); go l.handshake(c) })
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -86,8 +88,7 @@ func (l *tlsListener) acceptLoop() {
 			return
 		}
 		backoff = 0
-		l.wg.Add(1)
-		go l.handshake(c)
+		l.limits.admit(c) // caps (connlimit.go): refuses, queues, or calls l.handshake
 	}
 }
 
@@ -101,7 +102,9 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		cfg, value = l.perConn(cfg)
 	}
 	tc := tls.Server(raw, cfg)
-	if err := tc.HandshakeContext(l.ctx); err != nil {
+	err := tc.HandshakeContext(l.ctx)
+	l.limits.handshakeDone()
+	if err != nil {
 		// Count before closing, so a client that sees the close can rely
 		// on the count.
 		if l.ctx.Err() == nil {
@@ -174,6 +177,7 @@ func (l *tlsListener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		l.cancel()
+		l.limits.close()
 		err = l.inner.Close()
 	})
 	return err

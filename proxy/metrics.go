@@ -25,6 +25,8 @@ type TLSMetrics struct {
 	done   map[[2]uint16]prometheus.Counter // {version, resumed}
 	durObs map[uint16]prometheus.Observer   // resumed 0/1
 	errs   map[string]prometheus.Counter    // reason
+
+	conns connMetrics // connection caps (connlimit.go)
 }
 
 // NewTLSMetrics creates the handshake collectors and registers them with reg
@@ -58,8 +60,9 @@ func NewTLSMetrics(reg prometheus.Registerer) *TLSMetrics {
 	for _, r := range []string{ReasonTimeout, ReasonClientClosed, ReasonBadClientHello, ReasonVersion, ReasonNoSharedCipher, ReasonOther} {
 		m.errs[r] = m.errors.WithLabelValues(r)
 	}
+	m.conns = newConnMetrics()
 	if reg != nil {
-		reg.MustRegister(m.handshakes, m.duration, m.errors)
+		reg.MustRegister(m.handshakes, m.duration, m.errors, m.conns.refused, m.conns.open)
 	}
 	return m
 }

@@ -160,7 +160,7 @@ func (s *Server) StartOn(inner net.Listener) error {
 		inner.Close()
 		return errors.New("proxy: server already started")
 	}
-	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Metrics, s.log, s.cfg.PerConn)
+	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Limits, s.cfg.Metrics, s.log, s.cfg.PerConn)
 	s.serveErr = make(chan error, 1)
 	go func() { s.serveErr <- s.http.Serve(s.ln) }()
 	return nil

@@ -293,6 +293,7 @@ func (a *App) Start() error {
 		fields = append(fields, zap.String("builtin_upstream", a.builtinU))
 	}
 	a.log.Info("serving", fields...)
+	a.log.Info("limits", a.cfg.Limits.Fields()...)
 	return nil
 }
 

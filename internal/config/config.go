@@ -261,6 +261,9 @@ func (c *Config) Validate() error {
 			add("%s: must not be negative, got %q", f.name, f.d)
 		}
 	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(c.Routes) == 0 {
 		add("routes: at least one route is required")
 	} else if err := proxy.ValidateRoutes(c.Routes); err != nil {
