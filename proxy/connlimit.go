@@ -64,6 +64,7 @@ func newConnMetrics() connMetrics {
 // goroutine, for the next handshake to end. It is safe for concurrent use.
 type connLimiter struct {
 	maxConns, maxPerIP, maxHandshakes int
+	wait                              time.Duration // HandshakeQueueWait
 	metrics                           *TLSMetrics
 	log                               *zap.Logger
 	// start runs the handshake of an admitted connection in a goroutine
@@ -94,7 +95,7 @@ func newConnLimiter(lim Limits, m *TLSMetrics, log *zap.Logger, start func(net.C
 	}
 	return &connLimiter{
 		maxConns: e.MaxConnections, maxPerIP: e.MaxConnectionsPerIP, maxHandshakes: e.MaxHandshakes,
-		metrics: m, log: log, start: start,
+		wait: HandshakeQueueWait, metrics: m, log: log, start: start,
 		perIP: map[netip.Addr]int{},
 		lastWarn: map[string]*atomic.Int64{
 			RefusedMaxConnections: {}, RefusedMaxConnectionsPerIP: {}, RefusedMaxHandshakes: {},
@@ -133,9 +134,9 @@ func (l *connLimiter) admit(c net.Conn) {
 		l.handshakes++
 		start = true
 	case len(l.queue) < l.maxHandshakes:
-		l.queue = append(l.queue, waiting{lc, time.Now().Add(HandshakeQueueWait)})
+		l.queue = append(l.queue, waiting{lc, time.Now().Add(l.wait)})
 		if len(l.queue) == 1 {
-			l.armLocked(HandshakeQueueWait)
+			l.armLocked(l.wait)
 		}
 	default:
 		reason = RefusedMaxHandshakes
