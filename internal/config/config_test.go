@@ -66,6 +66,7 @@ func TestParseBad(t *testing.T) {
 		{"redis keys without kek", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"127.0.0.1:6379\"]}}}\n" + goodRoute, "resumption.ticket_keys.redis.kek_file: required"},
 		{"redis keys bad addr", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"redis\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: "redis"`},
 		{"negative rotation", "resumption: {ticket_keys: {rotate_every: -1h}}\n" + goodRoute, `resumption.ticket_keys.rotate_every: must be positive, got "-1h0m0s"`},
+		{"negative limit", "limits: {max_connections_per_ip: -5}\n" + goodRoute, "limits.max_connections_per_ip: must not be negative, got -5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
