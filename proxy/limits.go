@@ -19,13 +19,20 @@ type Limits struct {
 	// MaxConnections caps client connections open at once, handshaking or
 	// established. Over the cap a new connection is closed at accept, with
 	// no goroutine spent on it. If zero, DefaultMaxConnections is used.
+	// Either is lowered, with a warning, to what RLIMIT_NOFILE allows:
+	// each client connection may need an upstream connection too.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerIP caps the connections one client address holds. If
-	// zero, DefaultMaxConnectionsPerIP is used.
+	// zero, DefaultMaxConnectionsPerIP is used. Addresses are counted
+	// whole (an IPv6 /64 is many addresses).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// MaxHandshakes caps TLS handshakes in progress, which is what a
 	// handshake flood costs in CPU. Established connections are not
-	// affected. If zero, DefaultMaxHandshakes is used.
+	// affected. Over the cap, as many new connections again wait up to
+	// HandshakeQueueWait for a slot; the others are refused. A connection
+	// holds its slot from accept until its handshake ends, so one that
+	// sends nothing holds it until Timeouts.Handshake. If zero,
+	// DefaultMaxHandshakes is used.
 	MaxHandshakes int `yaml:"max_handshakes"`
 	// MaxHeaderBytes caps a request's header block (request line and
 	// headers, HTTP/1.1 and HTTP/2); a larger one gets 431. If zero,
