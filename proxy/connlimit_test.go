@@ -129,27 +129,34 @@ func (k *keepAliveClient) get() {
 	}
 }
 
-func refused(m *TLSMetrics, reason string) float64 {
-	return testutil.ToFloat64(m.conns.refused.WithLabelValues(reason))
+// wantRefused requires the series edgeproxy_connections_refused_total{reason}
+// to be want.
+func wantRefused(t *testing.T, m *TLSMetrics, reason string, want float64) {
+	t.Helper()
+	if got := testutil.ToFloat64(m.conns.refused.WithLabelValues(reason)); got != want {
+		t.Fatalf("edgeproxy_connections_refused_total{reason=%q} = %v, want %v", reason, got, want)
+	}
+}
+
+// startLimited runs a Server with lim and returns its metrics and address.
+// The handshake timeout is long: a connection that was not refused stays
+// open, so a test cannot mistake a timeout for a refusal.
+func startLimited(t *testing.T, lim Limits) (*TLSMetrics, string) {
+	m := NewTLSMetrics(prometheus.NewRegistry())
+	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m, Limits: lim, Timeouts: Timeouts{Handshake: time.Minute}})
+	return m, s.Addr().String()
 }
 
 func TestMaxConnectionsRefusesOverCap(t *testing.T) {
 	t.Parallel()
-	m := NewTLSMetrics(prometheus.NewRegistry())
-	// A long handshake timeout: a connection that was not refused stays
-	// open, so the test cannot mistake a timeout for a refusal.
-	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m,
-		Limits: Limits{MaxConnections: 3}, Timeouts: Timeouts{Handshake: time.Minute}})
-	addr := s.Addr().String()
+	m, addr := startLimited(t, Limits{MaxConnections: 3})
 	client := newKeepAliveClient(t, "127.0.0.1", addr)
 	client.get()
 	held, heldRaw := mustHandshake(t, "127.0.0.1", addr)
 	mustHandshake(t, "127.0.0.1", addr)
 
 	mustBeRefused(t, "127.0.0.1", addr)
-	if got := refused(m, RefusedMaxConnections); got != 1 {
-		t.Fatalf(`edgeproxy_connections_refused_total{reason="max_connections"} = %v, want 1`, got)
-	}
+	wantRefused(t, m, RefusedMaxConnections, 1)
 	if got := testutil.ToFloat64(m.conns.open); got != 3 {
 		t.Fatalf("edgeproxy_connections_open = %v, want 3", got)
 	}
@@ -158,41 +165,29 @@ func TestMaxConnectionsRefusesOverCap(t *testing.T) {
 	closeByServer(t, held, heldRaw)
 	mustHandshake(t, "127.0.0.1", addr)
 	client.get()
-	if got := refused(m, RefusedMaxConnections); got != 1 {
-		t.Fatalf(`edgeproxy_connections_refused_total{reason="max_connections"} = %v after a slot was freed, want 1`, got)
-	}
+	wantRefused(t, m, RefusedMaxConnections, 1)
 }
 
 func TestMaxConnectionsPerIP(t *testing.T) {
 	t.Parallel()
-	m := NewTLSMetrics(prometheus.NewRegistry())
-	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m,
-		Limits: Limits{MaxConnectionsPerIP: 2}, Timeouts: Timeouts{Handshake: time.Minute}})
-	addr := s.Addr().String()
+	m, addr := startLimited(t, Limits{MaxConnectionsPerIP: 2})
 	held, heldRaw := mustHandshake(t, "127.0.0.2", addr)
 	mustHandshake(t, "127.0.0.2", addr)
 
 	mustBeRefused(t, "127.0.0.2", addr)
-	if got := refused(m, RefusedMaxConnectionsPerIP); got != 1 {
-		t.Fatalf(`edgeproxy_connections_refused_total{reason="max_connections_per_ip"} = %v, want 1`, got)
-	}
+	wantRefused(t, m, RefusedMaxConnectionsPerIP, 1)
 	other := newKeepAliveClient(t, "127.0.0.3", addr)
 	other.get()
 	other.get()
 
 	closeByServer(t, held, heldRaw)
 	mustHandshake(t, "127.0.0.2", addr)
-	if got := refused(m, RefusedMaxConnectionsPerIP); got != 1 {
-		t.Fatalf(`edgeproxy_connections_refused_total{reason="max_connections_per_ip"} = %v after a slot was freed, want 1`, got)
-	}
+	wantRefused(t, m, RefusedMaxConnectionsPerIP, 1)
 }
 
 func TestMaxHandshakes(t *testing.T) {
 	t.Parallel()
-	m := NewTLSMetrics(prometheus.NewRegistry())
-	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m,
-		Limits: Limits{MaxHandshakes: 2}, Timeouts: Timeouts{Handshake: time.Minute}})
-	addr := s.Addr().String()
+	m, addr := startLimited(t, Limits{MaxHandshakes: 2})
 	client := newKeepAliveClient(t, "127.0.0.1", addr)
 	client.get()
 	// Two connections that send nothing hold both handshake slots.
@@ -201,9 +196,7 @@ func TestMaxHandshakes(t *testing.T) {
 	// A new handshake waits HandshakeQueueWait for a slot, gets none, and
 	// is refused; the established client is served meanwhile.
 	mustBeRefused(t, "127.0.0.3", addr)
-	if got := refused(m, RefusedMaxHandshakes); got != 1 {
-		t.Fatalf(`edgeproxy_connections_refused_total{reason="max_handshakes"} = %v, want 1`, got)
-	}
+	wantRefused(t, m, RefusedMaxHandshakes, 1)
 	client.get()
 
 	// The load drops: one silent client gives up. Its half-close ends the
@@ -268,9 +261,7 @@ func TestHandshakeQueue(t *testing.T) {
 	}
 	l.admit(c) // the queue (MaxHandshakes long) is full: refused
 	mustBeClosed(t, cPeer)
-	if got := refused(m, RefusedMaxHandshakes); got != 1 {
-		t.Fatalf(`refused{reason="max_handshakes"} = %v, want 1`, got)
-	}
+	wantRefused(t, m, RefusedMaxHandshakes, 1)
 	l.handshakeDone() // a's handshake ends: b takes its slot
 	if got := next(); got != b {
 		t.Fatalf("after a handshake ended: started %v, want the waiting connection", got)
@@ -284,9 +275,7 @@ func TestHandshakeQueue(t *testing.T) {
 	d, dPeer := pipeConn(t)
 	l.admit(d)
 	mustBeClosed(t, dPeer)
-	if got := refused(m, RefusedMaxHandshakes); got != 2 {
-		t.Fatalf(`refused{reason="max_handshakes"} = %v, want 2`, got)
-	}
+	wantRefused(t, m, RefusedMaxHandshakes, 2)
 	if got := testutil.ToFloat64(m.conns.open); got != 2 {
 		t.Fatalf("open = %v, want 2 (a and b)", got)
 	}
