@@ -122,7 +122,7 @@ func TestLoadFloods(t *testing.T) {
 		total, dur, 100*rate, pct(lat, 0.50), pct(lat, 0.99), pct(lat, 1))
 	t.Logf("node: peak RSS (VmHWM) %s, peak open fds %d, peak edgeproxy_connections_open %.0f",
 		vmHWM(pid), watch.peakFDs.Load(), float64(watch.peakOpen.Load()))
-	t.Logf("floods: silent connections made %d, slow-body connections made %d (bytes sent %d), handshakes completed %d, failed %d (first error: %v)",
+	t.Logf("floods: silent connections dialled %d (refused ones included), slow-body connections %d (body bytes sent %d), handshakes completed %d, failed %d (first error: %v)",
 		fl.silent.Load(), fl.slow.Load(), fl.slowBytes.Load(), fl.handshakes.Load(), fl.handshakeFails.Load(), fl.firstHandshakeErr.Load())
 	for _, r := range []string{"max_connections", "max_connections_per_ip", "max_handshakes"} {
 		t.Logf("edgeproxy_connections_refused_total{reason=%q} = %.0f", r, ms.sum("edgeproxy_connections_refused_total", "reason", r))
