@@ -69,10 +69,11 @@ type transportFunc func(*http.Request) (*http.Response, error)
 
 func (f transportFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// dialRefused is the error http.Transport returns for a refused connection.
+// dialRefused is the error the upstream transport returns for a refused
+// connection.
 func dialRefused(addr string) error {
-	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused (injected)"),
-		Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	return &DialError{Addr: addr, Err: &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused (injected)"),
+		Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}}
 }
 
 func newTestHandler(t *testing.T, cfg HandlerConfig) *Handler {
@@ -300,7 +301,7 @@ func TestHandlerRetriesOnlyBeforeSend(t *testing.T) {
 			})
 			cfg := HandlerConfig{Routes: []RouteConfig{{Upstreams: []string{tt.first, second.URL}}}}
 			if tt.transport != nil {
-				cfg.Transport = tt.transport(&http.Transport{})
+				cfg.Transport = tt.transport(newUpstreamTransport(&RouteConfig{}, nil))
 			}
 			ts := serveProxy(t, newTestHandler(t, cfg))
 			got := doRequest(t, ts, tt.method, "/", tt.body)

@@ -257,11 +257,15 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 		access = nil
 	}
 	return proxy.NewHandler(proxy.HandlerConfig{
-		Routes:      cfg.Routes,
-		Logger:      a.log.Named("proxy"),
-		AccessLog:   access,
-		Registerer:  a.reg,
-		RequestHook: requestHook(sessionIDHeader(cfg)),
+		Routes:     cfg.Routes,
+		Logger:     a.log.Named("proxy"),
+		AccessLog:  access,
+		Registerer: a.reg,
+		// The session-ID header, under its default and configured
+		// names, is the proxy's to set even when the feature is off.
+		ProxyHeaders:          []string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)},
+		KeepUnderscoreHeaders: cfg.UnderscoresInHeaders,
+		RequestHook:           requestHook(sessionIDHeader(cfg)),
 	})
 }
 

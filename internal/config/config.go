@@ -45,6 +45,9 @@ type Config struct {
 	Timeouts proxy.Timeouts `yaml:"timeouts"`
 	// Limits bound what clients can take from the node.
 	Limits proxy.Limits `yaml:"limits"`
+	// UnderscoresInHeaders forwards request header names that contain
+	// "_"; by default they are dropped, as nginx does.
+	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
 	// ShutdownTimeout bounds draining on SIGTERM. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Routes map hosts and paths to upstream pools. At least one.
