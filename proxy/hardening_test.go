@@ -480,4 +480,3 @@ func TestUpstreamTransportLimits(t *testing.T) {
 		t.Errorf("configured 3/2: MaxConnsPerHost %d, MaxIdleConnsPerHost %d", tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost)
 	}
 }
-
