@@ -42,6 +42,13 @@ type HandlerConfig struct {
 	// default they are dropped, as nginx does (underscores_in_headers
 	// off): CGI-style upstreams read "X_Foo" and "X-Foo" as one name.
 	KeepUnderscoreHeaders bool
+	// CoveredHost, if not nil, reports whether the certificate a
+	// connection was served (chosen by its SNI server name) covers a
+	// request's Host; a request it does not cover gets 421 Misdirected
+	// Request (RFC 9110, Section 15.5.20): HTTP/2 connection reuse for
+	// another certificate's host, or domain fronting. Certs.Covers is
+	// one. If nil, any Host is served on any connection.
+	CoveredHost func(serverName, host string) bool
 	// RequestHook, if not nil, is called for every outbound request after
 	// its URL and X-Forwarded-For/-Host/-Proto headers are set, to add
 	// headers from pr.In (its context carries the connection's values). It
@@ -80,6 +87,7 @@ type Handler struct {
 	log        *zap.Logger
 	accessLog  *zap.Logger
 	hook       func(*httputil.ProxyRequest)
+	covered    func(serverName, host string) bool
 	headers    *headerPolicy
 	metrics    *upstreamMetrics // nil without a Registerer
 	now        func() time.Time
@@ -116,6 +124,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		log:       cfg.Logger,
 		accessLog: cfg.AccessLog,
 		hook:      cfg.RequestHook,
+		covered:   cfg.CoveredHost,
 		headers:   newHeaderPolicy(cfg.ProxyHeaders, cfg.KeepUnderscoreHeaders),
 		metrics:   m,
 		now:       cfg.Now,
@@ -137,7 +146,11 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		p := newPool(&rc, h.now, h.log, m)
 		base := cfg.Transport
 		if base == nil {
-			t := newUpstreamTransport(&rc, cfg.UpstreamTLS)
+			tc, err := rc.TLS.clientConfig(cfg.UpstreamTLS, fmt.Sprintf("routes[%d].tls", i))
+			if err != nil {
+				return nil, err
+			}
+			t := newUpstreamTransport(&rc, tc)
 			h.transports = append(h.transports, t)
 			base = t
 		}
@@ -252,6 +265,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{h: h, in: r, w: w}
 	defer h.logAccess(rec, r, x, start) // also on panic(http.ErrAbortHandler)
 
+	if h.covered != nil && r.TLS != nil && !h.covered(r.TLS.ServerName, r.Host) {
+		writeProxyError(rec, http.StatusMisdirectedRequest)
+		return
+	}
 	rt := h.router.match(r.Host, r.URL.Path)
 	if rt == nil {
 		writeProxyError(rec, http.StatusNotFound)
@@ -291,6 +308,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	x.outURL = *pr.Out.URL
 	pr.SetURL(x.upstream.url)
+	if !x.route.cfg.RewriteHost {
+		pr.Out.Host = pr.In.Host // SetURL cleared it: Host would be the upstream's
+	}
 	x.h.headers.clean(pr.Out.Header)
 	if up := pr.Out.Header.Get("Upgrade"); up != "" && !x.route.allowsUpgrade(up) {
 		// Not an upgrade this route proxies: the upstream sees a plain
@@ -373,6 +393,7 @@ var proxyErrorBodies = map[int]string{
 	http.StatusNotFound:              "404 not found: no route for this host and path",
 	http.StatusRequestTimeout:        "408 request timeout: the request body came too slowly",
 	http.StatusRequestEntityTooLarge: "413 content too large: the request body is over this route's limit",
+	http.StatusMisdirectedRequest:    "421 misdirected request: this connection's certificate does not cover the requested host",
 	http.StatusBadGateway:            "502 bad gateway: the upstream failed",
 	http.StatusServiceUnavailable:    "503 service unavailable: no healthy upstream",
 	http.StatusGatewayTimeout:        "504 gateway timeout: the upstream did not answer in time",

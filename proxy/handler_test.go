@@ -212,6 +212,15 @@ func TestHandlerRoutesByHostAndPrefix(t *testing.T) {
 }
 
 func TestHandlerForwardedHeaders(t *testing.T) {
+	for _, rewrite := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rewrite_host %v", rewrite), func(t *testing.T) { testForwardedHeaders(t, rewrite) })
+	}
+}
+
+// testForwardedHeaders checks what the upstream sees: X-Forwarded-*, set by
+// the proxy alone, and the client's Host, or the upstream's own with
+// rewrite_host.
+func testForwardedHeaders(t *testing.T, rewriteHost bool) {
 	type seen struct{ xff, proto, xfh, host, path, query, hook string }
 	got := make(chan seen, 1)
 	b := startUpstream(t, "b", func(w http.ResponseWriter, r *http.Request) {
@@ -219,7 +228,7 @@ func TestHandlerForwardedHeaders(t *testing.T) {
 			r.Header.Get("X-Forwarded-Host"), r.Host, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Hook")}
 	})
 	h := newTestHandler(t, HandlerConfig{
-		Routes: []RouteConfig{{Upstreams: []string{b.URL + "/base"}}},
+		Routes: []RouteConfig{{Upstreams: []string{b.URL + "/base"}, RewriteHost: rewriteHost}},
 		RequestHook: func(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Set("X-Hook", fmt.Sprint(pr.In.TLS != nil))
 		},
@@ -238,10 +247,14 @@ func TestHandlerForwardedHeaders(t *testing.T) {
 		xff:   "127.0.0.1",
 		proto: "https",
 		xfh:   strings.TrimPrefix(ts.URL, "https://"),
-		host:  strings.TrimPrefix(b.URL, "http://"),
+		host:  strings.TrimPrefix(ts.URL, "https://"), // preserved
+
 		path:  "/base/api/x",
 		query: "q=1",
 		hook:  "true",
+	}
+	if rewriteHost {
+		want.host = strings.TrimPrefix(b.URL, "http://")
 	}
 	if s != want {
 		t.Errorf("upstream saw %+v\nwant           %+v", s, want)

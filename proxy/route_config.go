@@ -70,6 +70,13 @@ type RouteConfig struct {
 	Timeouts UpstreamTimeouts `yaml:"timeouts"`
 	// Limits bounds request bodies and the connections to the upstreams.
 	Limits RouteLimits `yaml:"limits"`
+	// RewriteHost sends the upstream's host[:port] as the Host header.
+	// If false, the client's Host goes to the upstream unchanged, as
+	// Caddy, HAProxy and Traefik do.
+	RewriteHost bool `yaml:"rewrite_host"`
+	// TLS configures the connections to https upstreams. If zero, the
+	// system roots verify them and no client certificate is sent.
+	TLS UpstreamTLSConfig `yaml:"tls"`
 	// Upgrades lists the protocols a client may switch to with an HTTP/1.1
 	// Upgrade header, compared without case. If empty, DefaultUpgrades
 	// (websocket only). For any other protocol the Upgrade header is
@@ -77,6 +84,27 @@ type RouteConfig struct {
 	// ValidateRoutes: a cleartext HTTP/2 tunnel would pass requests the
 	// proxy never parsed.
 	Upgrades []string `yaml:"upgrades"`
+}
+
+// UpstreamTLSConfig configures TLS to a route's https upstreams. Files are
+// read when the handler is built (start and every reload).
+type UpstreamTLSConfig struct {
+	// CAFiles are PEM files of the CAs that verify the upstreams. If
+	// empty, the system roots are used.
+	CAFiles []string `yaml:"ca_files"`
+	// ServerName is the name verified in the upstream's certificate and
+	// sent as SNI. If empty, the upstream URL's host.
+	ServerName string `yaml:"server_name"`
+	// ClientCert and ClientKey are a PEM certificate and key presented to
+	// upstreams that ask for one. Both or neither.
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+func (c *UpstreamTLSConfig) isZero() bool {
+	return len(c.CAFiles) == 0 && c.ServerName == "" && c.ClientCert == "" && c.ClientKey == "" && c.MinVersion == ""
 }
 
 // DefaultUpgrades are the protocols RouteConfig.Upgrades allows when empty.
@@ -362,6 +390,18 @@ func (v *routeValidator) route(path string, rc *RouteConfig) {
 	v.nonNegativeDuration(path+".timeouts.dial_timeout", t.DialTimeout)
 	v.nonNegativeDuration(path+".timeouts.response_header_timeout", t.ResponseHeaderTimeout)
 	v.nonNegativeDuration(path+".timeouts.idle_conn_timeout", t.IdleConnTimeout)
+
+	if ut := &rc.TLS; !ut.isZero() {
+		if !slices.ContainsFunc(rc.Upstreams, func(u string) bool { return strings.HasPrefix(strings.ToLower(u), "https://") }) {
+			v.addf(path+".tls", "set, but no upstream of this route is https://")
+		}
+		if (ut.ClientCert == "") != (ut.ClientKey == "") {
+			v.addf(path+".tls", "client_cert and client_key go together: got only one")
+		}
+		if _, err := ParseTLSVersion(ut.MinVersion); err != nil {
+			v.addf(path+".tls.min_version", "%v", err)
+		}
+	}
 
 	l := &rc.Limits
 	if l.MaxBodyBytes < -1 {

@@ -174,8 +174,8 @@ func (p *pool) reportLocked(u *upstream, reason string) {
 	}
 }
 
-// newUpstreamTransport builds the transport to a route's upstreams. It speaks
-// HTTP/1.1 only, which WebSocket upgrades need.
+// newUpstreamTransport builds the transport to a route's upstreams, which
+// owns tlsConfig. It speaks HTTP/1.1 only, which WebSocket upgrades need.
 func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transport {
 	t := &rc.Timeouts
 	d := &net.Dialer{Timeout: t.dial(), KeepAlive: 30 * time.Second}
@@ -186,14 +186,10 @@ func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transpor
 		}
 		return c, nil
 	}
-	var tc *tls.Config
-	if tlsConfig != nil {
-		tc = tlsConfig.Clone()
-	}
 	return &http.Transport{
 		Proxy:                 nil, // never via HTTP_PROXY: upstreams are addressed directly
 		DialContext:           dial,
-		TLSClientConfig:       tc,
+		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   t.dial(),
 		ResponseHeaderTimeout: t.responseHeader(),
 		IdleConnTimeout:       t.idleConn(),

@@ -74,6 +74,10 @@ type TLS struct {
 	// first is the default. Empty: an in-memory self-signed certificate
 	// for localhost (a warning is logged).
 	Certificates []proxy.CertConfig `yaml:"certificates"`
+	// StrictSNIHost answers 421 Misdirected Request to a request whose
+	// Host the connection's certificate (chosen by SNI) does not cover:
+	// HTTP/2 connection reuse across certificate groups, domain fronting.
+	StrictSNIHost bool `yaml:"strict_sni_host"`
 }
 
 // Resumption configures how sessions resume across the fleet.
