@@ -155,7 +155,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 			base = t
 		}
 		r := &route{index: i, cfg: rc, prefix: rc.pathPrefix(), pool: p, transport: base}
-		r.proxy = httputil.ReverseProxy{ErrorLog: stdLog}
+		r.proxy = httputil.ReverseProxy{ErrorLog: stdLog, BufferPool: copyBuffers}
 		h.routes = append(h.routes, r)
 		if rc.HealthCheck.enabled() {
 			h.checkers = append(h.checkers, newHealthChecker(p, rc.HealthCheck, base, h.log))
