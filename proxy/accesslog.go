@@ -18,14 +18,14 @@ import (
 // status is 0 when no response was written (the request was aborted), and
 // 101 for a protocol switch such as WebSocket, whose traffic is not counted
 // in bytes.
-func (h *Handler) logAccess(w *accessRecorder, r *http.Request, st *proxyState, start time.Time) {
+func (h *Handler) logAccess(w *accessRecorder, r *http.Request, x *exchange, start time.Time) {
 	ce := h.accessLog.Check(zap.InfoLevel, "request")
 	if ce == nil {
 		return
 	}
 	upstream := ""
-	if st.upstream != nil {
-		upstream = st.upstream.name
+	if x.upstream != nil {
+		upstream = x.upstream.name
 	}
 	tlsVersion, resumed := "", false
 	if r.TLS != nil {

@@ -97,7 +97,7 @@ func TestAccessLogWebSocketStatus(t *testing.T) {
 		brw.Flush()
 	}))
 	t.Cleanup(echo.Close)
-	h := newTestHandler(t, HandlerConfig{Routes: []RouteConfig{{Upstreams: []string{echo.URL}}}, AccessLog: zap.New(core)})
+	h := newTestHandler(t, HandlerConfig{Routes: []RouteConfig{{Upstreams: []string{echo.URL}, Upgrades: []string{"test-proto"}}}, AccessLog: zap.New(core)})
 	served := make(chan struct{})
 	ts := serveProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)

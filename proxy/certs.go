@@ -40,7 +40,24 @@ type certSet struct {
 
 type certEntry struct {
 	cert  *tls.Certificate
-	group string // the scope: index and first name, e.g. "0:example.com"
+	group string   // the scope: index and first name, e.g. "0:example.com"
+	names []string // lower-case names and IPs the certificate is for; "*.x" for wildcards
+}
+
+// covers reports whether host (lower case, no port) is one of the entry's
+// names, or one label under one of its wildcards.
+func (e *certEntry) covers(host string) bool {
+	for _, n := range e.names {
+		if n == host {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(n, "*."); ok {
+			if i := strings.IndexByte(host, '.'); i > 0 && host[i+1:] == suffix {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // LoadCerts loads the certificate files. It fails if any pair does not load.
@@ -106,6 +123,9 @@ func newCertSet(certs []*tls.Certificate) *certSet {
 			first = strings.ToLower(names[0])
 		}
 		e := &certEntry{cert: cert, group: fmt.Sprintf("%d:%s", i, first)}
+		for _, n := range names {
+			e.names = append(e.names, strings.ToLower(n))
+		}
 		if s.fallback == nil {
 			s.fallback = e
 		}
@@ -162,6 +182,17 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 // resumption scope: see resumption.Config.Scope.
 func (c *Certs) Scope(cs tls.ConnectionState) string {
 	return c.set.Load().pick(cs.ServerName).group
+}
+
+// Covers reports whether the certificate a connection with this SNI server
+// name was served is valid for host, a request's Host (a port is ignored).
+// It is what decides 421 Misdirected Request: see HandlerConfig.CoveredHost.
+func (c *Certs) Covers(serverName, host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	return c.set.Load().pick(serverName).covers(host)
 }
 
 func selfSigned() (*tls.Certificate, error) {

@@ -5,14 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +33,22 @@ type HandlerConfig struct {
 	// metrics are kept. Collectors already registered there by an earlier
 	// Handler (a reload) are shared.
 	Registerer prometheus.Registerer
+	// ProxyHeaders names request headers, beyond the package's
+	// ProxyHeaders, that only the proxy or its RequestHook may set (the
+	// session-ID header): a client's copy is removed from every request,
+	// in any case and with "_" for "-".
+	ProxyHeaders []string
+	// KeepUnderscoreHeaders forwards header names that contain "_". By
+	// default they are dropped, as nginx does (underscores_in_headers
+	// off): CGI-style upstreams read "X_Foo" and "X-Foo" as one name.
+	KeepUnderscoreHeaders bool
+	// CoveredHost, if not nil, reports whether the certificate a
+	// connection was served (chosen by its SNI server name) covers a
+	// request's Host; a request it does not cover gets 421 Misdirected
+	// Request (RFC 9110, Section 15.5.20): HTTP/2 connection reuse for
+	// another certificate's host, or domain fronting. Certs.Covers is
+	// one. If nil, any Host is served on any connection.
+	CoveredHost func(serverName, host string) bool
 	// RequestHook, if not nil, is called for every outbound request after
 	// its URL and X-Forwarded-For/-Host/-Proto headers are set, to add
 	// headers from pr.In (its context carries the connection's values). It
@@ -46,10 +61,9 @@ type HandlerConfig struct {
 	UpstreamTLS *tls.Config
 	// Transport, if not nil, carries every upstream request and health
 	// check instead of a per-route *http.Transport, so the routes' timeouts
-	// apply only as far as Transport enforces them. Errors it returns are
-	// classified like http.Transport's: a *net.OpError with Op "dial" means
-	// nothing was sent and the request may be retried. Tests use it to
-	// inject faults.
+	// apply only as far as Transport enforces them. An error it returns
+	// that wraps a *DialError means nothing was sent and the request may be
+	// retried. Tests use it to inject faults.
 	Transport http.RoundTripper
 	// Now returns the current time, for passive ejection cooldowns. If nil,
 	// time.Now is used.
@@ -73,6 +87,9 @@ type Handler struct {
 	log        *zap.Logger
 	accessLog  *zap.Logger
 	hook       func(*httputil.ProxyRequest)
+	covered    func(serverName, host string) bool
+	headers    *headerPolicy
+	metrics    *upstreamMetrics // nil without a Registerer
 	now        func() time.Time
 
 	// runMu protects cancel and done, the health-check loops' lifecycle.
@@ -83,11 +100,12 @@ type Handler struct {
 
 // route is one compiled RouteConfig.
 type route struct {
-	index  int
-	cfg    RouteConfig
-	prefix string
-	pool   *pool
-	proxy  *httputil.ReverseProxy
+	index     int
+	cfg       RouteConfig
+	prefix    string
+	pool      *pool
+	transport http.RoundTripper
+	proxy     httputil.ReverseProxy // copied into each exchange
 }
 
 // NewHandler validates cfg.Routes and builds the handler. It does no I/O:
@@ -106,6 +124,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		log:       cfg.Logger,
 		accessLog: cfg.AccessLog,
 		hook:      cfg.RequestHook,
+		covered:   cfg.CoveredHost,
+		headers:   newHeaderPolicy(cfg.ProxyHeaders, cfg.KeepUnderscoreHeaders),
+		metrics:   m,
 		now:       cfg.Now,
 	}
 	if h.log == nil {
@@ -125,17 +146,16 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		p := newPool(&rc, h.now, h.log, m)
 		base := cfg.Transport
 		if base == nil {
-			t := newUpstreamTransport(&rc.Timeouts, cfg.UpstreamTLS)
+			tc, err := rc.TLS.clientConfig(cfg.UpstreamTLS, fmt.Sprintf("routes[%d].tls", i))
+			if err != nil {
+				return nil, err
+			}
+			t := newUpstreamTransport(&rc, tc)
 			h.transports = append(h.transports, t)
 			base = t
 		}
-		r := &route{index: i, cfg: rc, prefix: rc.pathPrefix(), pool: p}
-		r.proxy = &httputil.ReverseProxy{
-			Rewrite:      h.rewrite,
-			Transport:    &retryTransport{base: base, pool: p, metrics: m},
-			ErrorHandler: h.proxyError,
-			ErrorLog:     stdLog,
-		}
+		r := &route{index: i, cfg: rc, prefix: rc.pathPrefix(), pool: p, transport: base}
+		r.proxy = httputil.ReverseProxy{ErrorLog: stdLog, BufferPool: copyBuffers}
 		h.routes = append(h.routes, r)
 		if rc.HealthCheck.enabled() {
 			h.checkers = append(h.checkers, newHealthChecker(p, rc.HealthCheck, base, h.log))
@@ -220,72 +240,114 @@ func (h *Handler) Health() []UpstreamHealth {
 	return out
 }
 
-// proxyState is the per-request state shared by ServeHTTP, rewrite, the
-// retry transport, the error handler and the access log. They all run on the
-// request's goroutine, so it needs no lock.
-type proxyState struct {
-	in       *http.Request // inbound request as given to ReverseProxy
-	upstream *upstream     // upstream of the current attempt; counted in flight
-	tried    []*upstream   // upstreams attempted, in order
+// exchange is one request's way through the proxy. ServeHTTP makes one per
+// request, and the ReverseProxy it runs has the exchange's methods as its
+// Rewrite, Transport and ErrorHandler, so the per-request state is plain
+// fields that all of them share. They run on the request's goroutine, except
+// that the transport may read body on its own (see clientBody).
+type exchange struct {
+	h        *Handler
+	route    *route
+	in       *http.Request       // inbound request as given to ReverseProxy
+	w        http.ResponseWriter // the server's writer, for the body's read deadline
+	body     *clientBody         // wraps the outbound body; nil until the first attempt with one
+	upstream *upstream           // upstream of the current attempt; counted in flight
+	tried    []*upstream         // upstreams attempted, in order
 	triedBuf [2]*upstream
 	outURL   url.URL // outbound URL before SetURL, the base for retries
+	rp       httputil.ReverseProxy
 }
-
-type proxyStateKey struct{}
 
 // ServeHTTP routes and proxies r; see Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &accessRecorder{ResponseWriter: w}
-	st := &proxyState{}
-	defer h.logAccess(rec, r, st, start) // also on panic(http.ErrAbortHandler)
+	x := &exchange{h: h, in: r, w: w}
+	defer h.logAccess(rec, r, x, start) // also on panic(http.ErrAbortHandler)
 
+	if h.covered != nil && r.TLS != nil && !h.covered(r.TLS.ServerName, r.Host) {
+		writeProxyError(rec, http.StatusMisdirectedRequest)
+		return
+	}
 	rt := h.router.match(r.Host, r.URL.Path)
 	if rt == nil {
 		writeProxyError(rec, http.StatusNotFound)
 		return
+	}
+	x.route = rt
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// RFC 9112, Section 6.1: after a request with both Content-Length
+		// and Transfer-Encoding the connection must be closed. net/http
+		// drops the Content-Length before a handler can see it, so close
+		// after every chunked HTTP/1.1 request.
+		rec.Header().Set("Connection", "close")
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		if max := rt.cfg.Limits.maxBodyBytes(); max >= 0 && r.ContentLength > max {
+			h.clientError(rec, r, errBodyTooLarge)
+			return
+		}
 	}
 	u := rt.pool.pick(h.now(), nil)
 	if u == nil {
 		writeProxyError(rec, http.StatusServiceUnavailable)
 		return
 	}
-	st.upstream = u
-	st.tried = append(st.triedBuf[:0], u)
+	x.upstream = u
+	x.tried = append(x.triedBuf[:0], u)
 	u.inflight.Add(1)
-	defer func() { st.upstream.inflight.Add(-1) }()
+	defer func() { x.upstream.inflight.Add(-1) }()
 
-	st.in = r.WithContext(context.WithValue(r.Context(), proxyStateKey{}, st))
-	rt.proxy.ServeHTTP(rec, st.in)
+	x.rp = rt.proxy
+	x.rp.Rewrite = x.rewrite
+	x.rp.Transport = x
+	x.rp.ErrorHandler = x.proxyError
+	x.rp.ServeHTTP(rec, r)
 }
 
-func stateOf(ctx context.Context) *proxyState {
-	st, _ := ctx.Value(proxyStateKey{}).(*proxyState)
-	return st
-}
-
-func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	st := stateOf(pr.In.Context())
-	st.outURL = *pr.Out.URL
-	pr.SetURL(st.upstream.url)
+func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
+	x.outURL = *pr.Out.URL
+	pr.SetURL(x.upstream.url)
+	if !x.route.cfg.RewriteHost {
+		pr.Out.Host = pr.In.Host // SetURL cleared it: Host would be the upstream's
+	}
+	x.h.headers.clean(pr.Out.Header)
+	if up := pr.Out.Header.Get("Upgrade"); up != "" && !x.route.allowsUpgrade(up) {
+		// Not an upgrade this route proxies: the upstream sees a plain
+		// request (RFC 9110, Section 7.8: a server may ignore Upgrade).
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
 	pr.SetXForwarded() // X-Forwarded-Proto is "https" when pr.In.TLS != nil
-	if h.hook != nil {
-		h.hook(pr)
+	if ip := pr.Out.Header.Get("X-Forwarded-For"); ip != "" {
+		pr.Out.Header["X-Real-Ip"] = []string{ip}
+	}
+	if x.h.hook != nil {
+		x.h.hook(pr)
 	}
 }
 
-// proxyError is ReverseProxy's ErrorHandler: the upstream failed before a
-// response header was written to the client.
-func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	name := ""
-	if st := stateOf(r.Context()); st != nil && st.upstream != nil {
-		name = st.upstream.name
+// allowsUpgrade reports whether the route proxies an Upgrade to proto.
+func (rt *route) allowsUpgrade(proto string) bool {
+	return slices.ContainsFunc(rt.cfg.upgrades(), func(p string) bool { return strings.EqualFold(p, proto) })
+}
+
+// proxyError is ReverseProxy's ErrorHandler: the attempt failed before a
+// response header was written to the client. A failure of the client's own
+// body is answered as the client's error.
+func (x *exchange) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if x.body != nil {
+		if berr := x.body.failed(); berr != nil {
+			x.h.clientError(w, r, berr)
+			return
+		}
 	}
+	name := x.upstream.name
 	kind := upstreamErrorKind(r.Context(), err)
 	if kind == ErrorKindCanceled {
-		h.log.Debug("upstream request canceled", zap.String("upstream", name), zap.Error(err))
+		x.h.log.Debug("upstream request canceled", zap.String("upstream", name), zap.Error(err))
 	} else {
-		h.log.Warn("upstream error", zap.String("upstream", name), zap.String("kind", kind), zap.Error(err))
+		x.h.log.Warn("upstream error", zap.String("upstream", name), zap.String("kind", kind), zap.Error(err))
 	}
 	if isTimeout(err) {
 		writeProxyError(w, http.StatusGatewayTimeout)
@@ -294,11 +356,47 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	writeProxyError(w, http.StatusBadGateway)
 }
 
+// Kinds of client errors, the values of the reason label of
+// edgeproxy_client_errors_total.
+const (
+	// ClientErrorBody: the request body broke off or was malformed
+	// (chunk framing, fewer bytes than its Content-Length).
+	ClientErrorBody = "bad_body"
+	// ClientErrorBodyTooLarge: the body passed the route's max_body_bytes.
+	ClientErrorBodyTooLarge = "body_too_large"
+	// ClientErrorBodyTimeout: the body came slower than the route's
+	// body_timeout and body_min_rate allow.
+	ClientErrorBodyTimeout = "body_timeout"
+)
+
+// clientError answers a request whose body failed: 413, 408 or 400, and an
+// HTTP/1.1 connection closed, since the rest of the body is not worth
+// reading. It is counted as the client's error, never the upstream's.
+func (h *Handler) clientError(w http.ResponseWriter, r *http.Request, err error) {
+	code, reason := http.StatusBadRequest, ClientErrorBody
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		code, reason = http.StatusRequestEntityTooLarge, ClientErrorBodyTooLarge
+	case isTimeout(err):
+		code, reason = http.StatusRequestTimeout, ClientErrorBodyTimeout
+	}
+	h.metrics.clientError(reason)
+	h.log.Debug("client error", zap.String("reason", reason), zap.Error(err))
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close") // HTTP/2: only this stream ends
+	}
+	writeProxyError(w, code)
+}
+
 var proxyErrorBodies = map[int]string{
-	http.StatusNotFound:           "404 not found: no route for this host and path",
-	http.StatusBadGateway:         "502 bad gateway: the upstream failed",
-	http.StatusServiceUnavailable: "503 service unavailable: no healthy upstream",
-	http.StatusGatewayTimeout:     "504 gateway timeout: the upstream did not answer in time",
+	http.StatusBadRequest:            "400 bad request: the request body was malformed or incomplete",
+	http.StatusNotFound:              "404 not found: no route for this host and path",
+	http.StatusRequestTimeout:        "408 request timeout: the request body came too slowly",
+	http.StatusRequestEntityTooLarge: "413 content too large: the request body is over this route's limit",
+	http.StatusMisdirectedRequest:    "421 misdirected request: this connection's certificate does not cover the requested host",
+	http.StatusBadGateway:            "502 bad gateway: the upstream failed",
+	http.StatusServiceUnavailable:    "503 service unavailable: no healthy upstream",
+	http.StatusGatewayTimeout:        "504 gateway timeout: the upstream did not answer in time",
 }
 
 func writeProxyError(w http.ResponseWriter, code int) {
@@ -307,11 +405,11 @@ func writeProxyError(w http.ResponseWriter, code int) {
 
 // upstreamErrorKind classifies a failed attempt for metrics, logs and retry.
 func upstreamErrorKind(ctx context.Context, err error) string {
-	var op *net.OpError
+	var de *DialError
 	switch {
 	case errors.Is(err, context.Canceled) || ctx.Err() == context.Canceled:
 		return ErrorKindCanceled
-	case errors.As(err, &op) && op.Op == "dial":
+	case errors.As(err, &de):
 		return ErrorKindDial
 	case isTimeout(err):
 		return ErrorKindTimeout
@@ -324,85 +422,75 @@ func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// retryTransport sends a request to the upstream chosen by ServeHTTP and,
-// when connecting to it failed, to another usable upstream of the pool, each
-// at most once. It never resends a request that may have reached an
-// upstream: only dial errors are retried, and only while the request body is
-// unread. It records each attempt's outcome in the pool and the metrics.
-type retryTransport struct {
-	base    http.RoundTripper
-	pool    *pool
-	metrics *upstreamMetrics
+// DialError is a failure to connect to an upstream, marked where it
+// happens (the transport's dialer): nothing of the request was sent, so it
+// may be retried on another upstream. Any other error from the transport
+// may come after bytes reached the upstream.
+type DialError struct {
+	Addr string // host:port dialled
+	Err  error
 }
 
-func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	st := stateOf(req.Context())
-	if st == nil {
-		return nil, errors.New("proxy: request without proxy state") // a bug, not a user error
-	}
-	var body *retryBody
+func (e *DialError) Error() string { return "dialing upstream " + e.Addr + ": " + e.Err.Error() }
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// RoundTrip makes the exchange the ReverseProxy's transport. It sends the
+// request to the upstream ServeHTTP chose and, when connecting to it failed
+// (a *DialError), to another usable upstream of the pool, each at most once,
+// and only while the request body is unread: it never resends a request that
+// may have reached an upstream. Each attempt's outcome goes to the pool and
+// the metrics, except a failure of the client's own body, which says nothing
+// about the upstream.
+func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
+	p, m := x.route.pool, x.h.metrics
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &retryBody{rc: req.Body}
+		// Wrapped here rather than in ServeHTTP: ReverseProxy's own
+		// wrapper fails every Read once the transport closed it, which a
+		// failed dial does; clientBody holds that Close back.
+		x.body = newClientBody(req.Body, &x.route.cfg.Limits, http.NewResponseController(x.w), time.Now())
 		req = req.Clone(req.Context())
-		req.Body = body
+		req.Body = x.body
 	}
 	for {
-		u := st.upstream
+		u := x.upstream
 		start := time.Now()
-		resp, err := t.base.RoundTrip(req)
+		resp, err := x.route.transport.RoundTrip(req)
 		if err == nil {
-			t.pool.transportOK(u)
-			t.metrics.response(u.name, resp.StatusCode, time.Since(start))
+			p.transportOK(u)
+			m.response(u.name, resp.StatusCode, time.Since(start))
 			return resp, nil
 		}
-		kind := upstreamErrorKind(req.Context(), err)
-		t.metrics.failure(u.name, kind, time.Since(start))
-		if kind != ErrorKindCanceled {
-			t.pool.transportFailed(u)
+		if x.body != nil && x.body.failed() != nil {
+			return nil, err // the client's fault: see proxyError
 		}
-		if kind != ErrorKindDial || req.Context().Err() != nil || body != nil && body.read.Load() {
+		kind := upstreamErrorKind(req.Context(), err)
+		m.failure(u.name, kind, time.Since(start))
+		if kind != ErrorKindCanceled {
+			p.transportFailed(u)
+		}
+		if kind != ErrorKindDial || req.Context().Err() != nil || x.body != nil && x.body.read.Load() {
 			return nil, err
 		}
-		next := t.pool.pick(t.pool.now(), st.tried)
+		next := p.pick(p.now(), x.tried)
 		if next == nil {
 			return nil, err
 		}
-		st.tried = append(st.tried, next)
+		x.tried = append(x.tried, next)
 		next.inflight.Add(1)
 		u.inflight.Add(-1)
-		st.upstream = next
-		req = retarget(req, st, next)
+		x.upstream = next
+		req = x.retarget(req, next)
 	}
 }
 
 // retarget returns a copy of out addressed to u, built from the outbound URL
 // as it was before rewrite's SetURL. The Host header is kept.
-func retarget(out *http.Request, st *proxyState, u *upstream) *http.Request {
-	target := st.outURL
-	pr := &httputil.ProxyRequest{In: st.in, Out: &http.Request{URL: &target}}
+func (x *exchange) retarget(out *http.Request, u *upstream) *http.Request {
+	target := x.outURL
+	pr := &httputil.ProxyRequest{In: x.in, Out: &http.Request{URL: &target}}
 	pr.SetURL(u.url)
 	r := out.Clone(out.Context()) // shares out.Body
 	r.URL = pr.Out.URL
 	return r
-}
-
-// retryBody records whether the transport has read the request body: until
-// it has, no byte of the body was sent. Close is held back until then, so an
-// unread body stays readable for a retry; ReverseProxy closes the body it
-// wrapped when ServeHTTP returns.
-type retryBody struct {
-	rc   io.ReadCloser
-	read atomic.Bool
-}
-
-func (b *retryBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.rc.Read(p)
-}
-
-func (b *retryBody) Close() error {
-	if b.read.Load() {
-		return b.rc.Close()
-	}
-	return nil
 }

@@ -69,10 +69,11 @@ type transportFunc func(*http.Request) (*http.Response, error)
 
 func (f transportFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// dialRefused is the error http.Transport returns for a refused connection.
+// dialRefused is the error the upstream transport returns for a refused
+// connection.
 func dialRefused(addr string) error {
-	return &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused (injected)"),
-		Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	return &DialError{Addr: addr, Err: &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused (injected)"),
+		Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}}
 }
 
 func newTestHandler(t *testing.T, cfg HandlerConfig) *Handler {
@@ -211,6 +212,15 @@ func TestHandlerRoutesByHostAndPrefix(t *testing.T) {
 }
 
 func TestHandlerForwardedHeaders(t *testing.T) {
+	for _, rewrite := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rewrite_host %v", rewrite), func(t *testing.T) { testForwardedHeaders(t, rewrite) })
+	}
+}
+
+// testForwardedHeaders checks what the upstream sees: X-Forwarded-*, set by
+// the proxy alone, and the client's Host, or the upstream's own with
+// rewrite_host.
+func testForwardedHeaders(t *testing.T, rewriteHost bool) {
 	type seen struct{ xff, proto, xfh, host, path, query, hook string }
 	got := make(chan seen, 1)
 	b := startUpstream(t, "b", func(w http.ResponseWriter, r *http.Request) {
@@ -218,7 +228,7 @@ func TestHandlerForwardedHeaders(t *testing.T) {
 			r.Header.Get("X-Forwarded-Host"), r.Host, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Hook")}
 	})
 	h := newTestHandler(t, HandlerConfig{
-		Routes: []RouteConfig{{Upstreams: []string{b.URL + "/base"}}},
+		Routes: []RouteConfig{{Upstreams: []string{b.URL + "/base"}, RewriteHost: rewriteHost}},
 		RequestHook: func(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Set("X-Hook", fmt.Sprint(pr.In.TLS != nil))
 		},
@@ -237,10 +247,14 @@ func TestHandlerForwardedHeaders(t *testing.T) {
 		xff:   "127.0.0.1",
 		proto: "https",
 		xfh:   strings.TrimPrefix(ts.URL, "https://"),
-		host:  strings.TrimPrefix(b.URL, "http://"),
+		host:  strings.TrimPrefix(ts.URL, "https://"), // preserved
+
 		path:  "/base/api/x",
 		query: "q=1",
 		hook:  "true",
+	}
+	if rewriteHost {
+		want.host = strings.TrimPrefix(b.URL, "http://")
 	}
 	if s != want {
 		t.Errorf("upstream saw %+v\nwant           %+v", s, want)
@@ -300,7 +314,7 @@ func TestHandlerRetriesOnlyBeforeSend(t *testing.T) {
 			})
 			cfg := HandlerConfig{Routes: []RouteConfig{{Upstreams: []string{tt.first, second.URL}}}}
 			if tt.transport != nil {
-				cfg.Transport = tt.transport(&http.Transport{})
+				cfg.Transport = tt.transport(newUpstreamTransport(&RouteConfig{}, nil))
 			}
 			ts := serveProxy(t, newTestHandler(t, cfg))
 			got := doRequest(t, ts, tt.method, "/", tt.body)

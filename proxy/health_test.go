@@ -173,7 +173,7 @@ func TestPassiveEjectionAndCooldown(t *testing.T) {
 	b := startUpstream(t, "b", nil)
 	clock := &ejectClock{now: time.Unix(1_700_000_000, 0)}
 	var deadTries atomic.Int64
-	base := &http.Transport{}
+	base := newUpstreamTransport(&RouteConfig{}, nil) // marks dial errors, as in production
 	t.Cleanup(base.CloseIdleConnections)
 	h := newTestHandler(t, HandlerConfig{
 		Routes: []RouteConfig{{
@@ -231,7 +231,7 @@ func TestPassiveEjectionEndsOnPassingCheck(t *testing.T) {
 	a, b := startUpstream(t, "a", nil), startUpstream(t, "b", nil)
 	var broken atomic.Bool
 	broken.Store(true)
-	base := &http.Transport{}
+	base := newUpstreamTransport(&RouteConfig{}, nil) // marks dial errors, as in production
 	t.Cleanup(base.CloseIdleConnections)
 	h := newTestHandler(t, HandlerConfig{
 		Routes: []RouteConfig{{

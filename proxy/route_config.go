@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -67,7 +68,84 @@ type RouteConfig struct {
 	PassiveEject PassiveEjectConfig `yaml:"passive_eject"`
 	// Timeouts bounds upstream connections.
 	Timeouts UpstreamTimeouts `yaml:"timeouts"`
+	// Limits bounds request bodies and the connections to the upstreams.
+	Limits RouteLimits `yaml:"limits"`
+	// RewriteHost sends the upstream's host[:port] as the Host header.
+	// If false, the client's Host goes to the upstream unchanged, as
+	// Caddy, HAProxy and Traefik do.
+	RewriteHost bool `yaml:"rewrite_host"`
+	// TLS configures the connections to https upstreams. If zero, the
+	// system roots verify them and no client certificate is sent.
+	TLS UpstreamTLSConfig `yaml:"tls"`
+	// Upgrades lists the protocols a client may switch to with an HTTP/1.1
+	// Upgrade header, compared without case. If empty, DefaultUpgrades
+	// (websocket only). For any other protocol the Upgrade header is
+	// dropped and the request proxied as a plain one. "h2c" is refused by
+	// ValidateRoutes: a cleartext HTTP/2 tunnel would pass requests the
+	// proxy never parsed.
+	Upgrades []string `yaml:"upgrades"`
 }
+
+// UpstreamTLSConfig configures TLS to a route's https upstreams. Files are
+// read when the handler is built (start and every reload).
+type UpstreamTLSConfig struct {
+	// CAFiles are PEM files of the CAs that verify the upstreams. If
+	// empty, the system roots are used.
+	CAFiles []string `yaml:"ca_files"`
+	// ServerName is the name verified in the upstream's certificate and
+	// sent as SNI. If empty, the upstream URL's host.
+	ServerName string `yaml:"server_name"`
+	// ClientCert and ClientKey are a PEM certificate and key presented to
+	// upstreams that ask for one. Both or neither.
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+func (c *UpstreamTLSConfig) isZero() bool {
+	return len(c.CAFiles) == 0 && c.ServerName == "" && c.ClientCert == "" && c.ClientKey == "" && c.MinVersion == ""
+}
+
+// DefaultUpgrades are the protocols RouteConfig.Upgrades allows when empty.
+var DefaultUpgrades = []string{"websocket"}
+
+// RouteLimits bounds what one request may send through a route and how many
+// connections the route opens to each upstream.
+//
+// The body deadline follows Apache's mod_reqtimeout: a body must arrive
+// within BodyTimeout, extended by one second for every BodyMinRate bytes
+// received, so large uploads at a fair speed pass and a client that trickles
+// bytes is cut. A request whose body fails (too large, too slow, malformed
+// framing, shorter than its Content-Length) is the client's fault: it gets
+// 413, 408 or 400 and never counts against an upstream.
+type RouteLimits struct {
+	// MaxBodyBytes caps a request body; a larger one gets 413. If zero,
+	// DefaultMaxBodyBytes is used; -1 means no limit.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyTimeout is the time a request body has to arrive before
+	// BodyMinRate extends it. If zero, DefaultBodyTimeout is used.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// BodyMinRate is the slowest accepted body rate, in bytes per second.
+	// If zero, DefaultBodyMinRate is used.
+	BodyMinRate int64 `yaml:"body_min_rate"`
+	// MaxConnsPerUpstream caps the connections open to one upstream, idle
+	// or busy; requests over it wait for a free connection. If zero,
+	// DefaultMaxConnsPerUpstream is used.
+	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
+	// MaxIdleConnsPerUpstream caps the idle connections kept for reuse per
+	// upstream. If zero, DefaultMaxIdleConnsPerUpstream is used.
+	MaxIdleConnsPerUpstream int `yaml:"max_idle_conns_per_upstream"`
+}
+
+// Defaults for RouteLimits.
+const (
+	DefaultMaxBodyBytes            = 100 << 20
+	DefaultBodyTimeout             = 20 * time.Second
+	DefaultBodyMinRate             = 500
+	DefaultMaxConnsPerUpstream     = 512
+	DefaultMaxIdleConnsPerUpstream = 64
+)
 
 // HealthCheckConfig configures active health checks: every Interval, a GET of
 // Path on each upstream must answer ExpectStatus within Timeout. Upstreams
@@ -178,6 +256,20 @@ func (c *UpstreamTimeouts) responseHeader() time.Duration {
 
 func (c *UpstreamTimeouts) idleConn() time.Duration {
 	return durationOr(c.IdleConnTimeout, DefaultIdleConnTimeout)
+}
+
+// maxBodyBytes returns the body cap, or -1 for none.
+func (c *RouteLimits) maxBodyBytes() int64 { return cmp.Or(c.MaxBodyBytes, DefaultMaxBodyBytes) }
+
+func (c *RouteLimits) bodyTimeout() time.Duration { return cmp.Or(c.BodyTimeout, DefaultBodyTimeout) }
+
+func (c *RouteLimits) bodyMinRate() int64 { return cmp.Or(c.BodyMinRate, DefaultBodyMinRate) }
+
+func (c *RouteConfig) upgrades() []string {
+	if len(c.Upgrades) == 0 {
+		return DefaultUpgrades
+	}
+	return c.Upgrades
 }
 
 func durationOr(d, def time.Duration) time.Duration {
@@ -298,6 +390,38 @@ func (v *routeValidator) route(path string, rc *RouteConfig) {
 	v.nonNegativeDuration(path+".timeouts.dial_timeout", t.DialTimeout)
 	v.nonNegativeDuration(path+".timeouts.response_header_timeout", t.ResponseHeaderTimeout)
 	v.nonNegativeDuration(path+".timeouts.idle_conn_timeout", t.IdleConnTimeout)
+
+	if ut := &rc.TLS; !ut.isZero() {
+		if !slices.ContainsFunc(rc.Upstreams, func(u string) bool { return strings.HasPrefix(strings.ToLower(u), "https://") }) {
+			v.addf(path+".tls", "set, but no upstream of this route is https://")
+		}
+		if (ut.ClientCert == "") != (ut.ClientKey == "") {
+			v.addf(path+".tls", "client_cert and client_key go together: got only one")
+		}
+		if _, err := ParseTLSVersion(ut.MinVersion); err != nil {
+			v.addf(path+".tls.min_version", "%v", err)
+		}
+	}
+
+	l := &rc.Limits
+	if l.MaxBodyBytes < -1 {
+		v.addf(path+".limits.max_body_bytes", "must be positive, or -1 for no limit, got %d", l.MaxBodyBytes)
+	}
+	v.nonNegativeDuration(path+".limits.body_timeout", l.BodyTimeout)
+	if l.BodyMinRate < 0 {
+		v.addf(path+".limits.body_min_rate", "must be positive (bytes per second), got %d", l.BodyMinRate)
+	}
+	v.nonNegativeInt(path+".limits.max_conns_per_upstream", l.MaxConnsPerUpstream)
+	v.nonNegativeInt(path+".limits.max_idle_conns_per_upstream", l.MaxIdleConnsPerUpstream)
+	for k, p := range rc.Upgrades {
+		up := fmt.Sprintf("%s.upgrades[%d]", path, k)
+		switch {
+		case strings.EqualFold(p, "h2c"):
+			v.addf(up, "%q: never allowed: a cleartext HTTP/2 tunnel would carry requests the proxy never parsed", p)
+		case p == "" || strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) }) >= 0:
+			v.addf(up, "%q: not a protocol name (an HTTP token such as \"websocket\")", p)
+		}
+	}
 }
 
 func (v *routeValidator) healthCheck(path string, hc *HealthCheckConfig) {

@@ -43,6 +43,31 @@ func TestValidateRoutesRejects(t *testing.T) {
 		want   string // the one expected error, exactly
 	}{
 		{
+			name:   "h2c upgrade",
+			routes: []RouteConfig{ok(func(rc *RouteConfig) { rc.Upgrades = []string{"websocket", "H2C"} })},
+			want:   `routes[0].upgrades[1]: "H2C": never allowed: a cleartext HTTP/2 tunnel would carry requests the proxy never parsed`,
+		},
+		{
+			name:   "upgrade not a token",
+			routes: []RouteConfig{ok(func(rc *RouteConfig) { rc.Upgrades = []string{"web socket"} })},
+			want:   `routes[0].upgrades[0]: "web socket": not a protocol name (an HTTP token such as "websocket")`,
+		},
+		{
+			name:   "body limit below -1",
+			routes: []RouteConfig{ok(func(rc *RouteConfig) { rc.Limits.MaxBodyBytes = -2 })},
+			want:   `routes[0].limits.max_body_bytes: must be positive, or -1 for no limit, got -2`,
+		},
+		{
+			name:   "negative body rate",
+			routes: []RouteConfig{ok(func(rc *RouteConfig) { rc.Limits.BodyMinRate = -1 })},
+			want:   `routes[0].limits.body_min_rate: must be positive (bytes per second), got -1`,
+		},
+		{
+			name:   "negative upstream conns",
+			routes: []RouteConfig{ok(func(rc *RouteConfig) { rc.Limits.MaxConnsPerUpstream = -1 })},
+			want:   `routes[0].limits.max_conns_per_upstream: must be at least 1, got -1`,
+		},
+		{
 			name:   "upstream scheme",
 			routes: []RouteConfig{ok(func(*RouteConfig) {}), ok(func(rc *RouteConfig) { rc.Hosts = []string{"b.example"}; rc.Upstreams = []string{"htp://x"} })},
 			want:   `routes[1].upstreams[0]: "htp://x": scheme must be http or https`,

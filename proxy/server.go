@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -90,13 +91,28 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.tls.Store(cfg.TLS)
 	s.handler.Store(&cfg.Handler)
 	t := cfg.Timeouts
+	readHeader := orDefault(t.ReadHeader, DefaultReadHeaderTimeout)
 	s.http = &http.Server{
 		Handler:           http.HandlerFunc(s.serveHTTP),
-		ReadHeaderTimeout: orDefault(t.ReadHeader, DefaultReadHeaderTimeout),
+		ReadHeaderTimeout: readHeader,
 		IdleTimeout:       orDefault(t.Idle, DefaultIdleTimeout),
 		WriteTimeout:      t.Write,
-		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
-		ConnContext:       s.connContext,
+		// HTTP/1.1 answers a larger header block with 431; HTTP/2
+		// advertises it as SETTINGS_MAX_HEADER_LIST_SIZE and answers 431.
+		MaxHeaderBytes: cmp.Or(cfg.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: cmp.Or(cfg.Limits.HTTP2MaxConcurrentStreams, DefaultHTTP2MaxConcurrentStreams),
+			// A connection that sends no frame for the read-header
+			// timeout is pinged and closed if the PING is not answered
+			// as fast. This is also the header-block timeout: while a
+			// HEADERS frame waits for its CONTINUATION, a PING answer
+			// is a protocol error (RFC 9113, Section 6.10), so an
+			// unfinished header block is closed within twice this.
+			SendPingTimeout: readHeader,
+			PingTimeout:     readHeader,
+		},
+		ErrorLog:    zap.NewStdLog(s.log.Named("http")),
+		ConnContext: s.connContext,
 		// Serve configures HTTP/2 because TLSConfig offers "h2"; the
 		// handshake itself is done by tlsListener with the live config.
 		// A clone: http2ConfigureServer writes to the config it is given,

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"cmp"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -172,22 +174,27 @@ func (p *pool) reportLocked(u *upstream, reason string) {
 	}
 }
 
-// newUpstreamTransport builds the transport to a route's upstreams. It speaks
-// HTTP/1.1 only, which WebSocket upgrades need.
-func newUpstreamTransport(t *UpstreamTimeouts, tlsConfig *tls.Config) *http.Transport {
+// newUpstreamTransport builds the transport to a route's upstreams, which
+// owns tlsConfig. It speaks HTTP/1.1 only, which WebSocket upgrades need.
+func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transport {
+	t := &rc.Timeouts
 	d := &net.Dialer{Timeout: t.dial(), KeepAlive: 30 * time.Second}
-	var tc *tls.Config
-	if tlsConfig != nil {
-		tc = tlsConfig.Clone()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &DialError{Addr: addr, Err: err}
+		}
+		return c, nil
 	}
 	return &http.Transport{
 		Proxy:                 nil, // never via HTTP_PROXY: upstreams are addressed directly
-		DialContext:           d.DialContext,
-		TLSClientConfig:       tc,
+		DialContext:           dial,
+		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   t.dial(),
 		ResponseHeaderTimeout: t.responseHeader(),
 		IdleConnTimeout:       t.idleConn(),
-		MaxIdleConnsPerHost:   64,
+		MaxConnsPerHost:       cmp.Or(rc.Limits.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream),
+		MaxIdleConnsPerHost:   cmp.Or(rc.Limits.MaxIdleConnsPerUpstream, DefaultMaxIdleConnsPerUpstream),
 		ExpectContinueTimeout: time.Second,
 	}
 }
@@ -199,6 +206,7 @@ type upstreamMetrics struct {
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
 	healthy  *prometheus.GaugeVec
+	client   *prometheus.CounterVec
 }
 
 // newUpstreamMetrics creates the collectors and registers them with reg; a
@@ -226,8 +234,15 @@ func newUpstreamMetrics(reg prometheus.Registerer) (*upstreamMetrics, error) {
 			Name: "edgeproxy_upstream_healthy",
 			Help: "1 if the upstream takes requests, 0 if it failed health checks or is ejected.",
 		}, []string{"upstream"}),
+		client: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeproxy_client_errors_total",
+			Help: "Requests refused for the client's own fault, by reason (bad_body, body_too_large, body_timeout); never counted against an upstream.",
+		}, []string{"reason"}),
 	}
 	var err error
+	if m.client, err = registerOrReuse(reg, m.client); err != nil {
+		return nil, err
+	}
 	if m.requests, err = registerOrReuse(reg, m.requests); err != nil {
 		return nil, err
 	}
@@ -272,6 +287,13 @@ func (m *upstreamMetrics) failure(upstream, kind string, d time.Duration) {
 	}
 	m.errors.WithLabelValues(upstream, kind).Inc()
 	m.duration.WithLabelValues(upstream).Observe(d.Seconds())
+}
+
+func (m *upstreamMetrics) clientError(reason string) {
+	if m == nil {
+		return
+	}
+	m.client.WithLabelValues(reason).Inc()
 }
 
 // setHealthy exports one upstream's health. Routes sharing an upstream URL

@@ -256,12 +256,21 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 	if cfg.Log.Access != nil && !*cfg.Log.Access {
 		access = nil
 	}
+	var covered func(serverName, host string) bool
+	if cfg.TLS.StrictSNIHost {
+		covered = a.certs.Covers
+	}
 	return proxy.NewHandler(proxy.HandlerConfig{
+		CoveredHost: covered,
 		Routes:      cfg.Routes,
 		Logger:      a.log.Named("proxy"),
 		AccessLog:   access,
 		Registerer:  a.reg,
-		RequestHook: requestHook(sessionIDHeader(cfg)),
+		// The session-ID header, under its default and configured
+		// names, is the proxy's to set even when the feature is off.
+		ProxyHeaders:          []string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)},
+		KeepUnderscoreHeaders: cfg.UnderscoresInHeaders,
+		RequestHook:           requestHook(sessionIDHeader(cfg)),
 	})
 }
 

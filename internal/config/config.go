@@ -45,6 +45,9 @@ type Config struct {
 	Timeouts proxy.Timeouts `yaml:"timeouts"`
 	// Limits bound what clients can take from the node.
 	Limits proxy.Limits `yaml:"limits"`
+	// UnderscoresInHeaders forwards request header names that contain
+	// "_"; by default they are dropped, as nginx does.
+	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
 	// ShutdownTimeout bounds draining on SIGTERM. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Routes map hosts and paths to upstream pools. At least one.
@@ -71,6 +74,10 @@ type TLS struct {
 	// first is the default. Empty: an in-memory self-signed certificate
 	// for localhost (a warning is logged).
 	Certificates []proxy.CertConfig `yaml:"certificates"`
+	// StrictSNIHost answers 421 Misdirected Request to a request whose
+	// Host the connection's certificate (chosen by SNI) does not cover:
+	// HTTP/2 connection reuse across certificate groups, domain fronting.
+	StrictSNIHost bool `yaml:"strict_sni_host"`
 }
 
 // Resumption configures how sessions resume across the fleet.
