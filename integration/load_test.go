@@ -41,12 +41,13 @@ const (
 
 // loadNodeConfig is the node's YAML. The per-IP cap (250) is below
 // max_handshakes (256), so the silent flood cannot hold every handshake
-// slot, and above the slow-body flood, which is let in whole.
+// slot, and above the slow-body flood, which is let in whole. The body
+// timeout is low so that slow bodies are cut (408) while the load runs.
 const loadNodeConfig = `listen: %s
 admin: %s
 shutdown_timeout: 10s
 log: {level: info, format: json, access: false}
-routes: [{upstreams: ["http://%s"]}]
+routes: [{upstreams: ["http://%s"], limits: {body_timeout: 2s}}]
 resumption: {mode: tickets}
 limits: {max_connections_per_ip: 250, max_handshakes: 256}
 `
@@ -120,13 +121,14 @@ func TestLoadFloods(t *testing.T) {
 	slices.Sort(lat)
 	t.Logf("well-behaved client: %d requests in %s, %.2f%% answered 200, p50 %s, p99 %s, max %s",
 		total, dur, 100*rate, pct(lat, 0.50), pct(lat, 0.99), pct(lat, 1))
-	t.Logf("node: peak RSS (VmHWM) %s, peak open fds %d, peak edgeproxy_connections_open %.0f",
-		vmHWM(pid), watch.peakFDs.Load(), float64(watch.peakOpen.Load()))
-	t.Logf("floods: silent connections dialled %d (refused ones included), slow-body connections %d (body bytes sent %d), handshakes completed %d, failed %d (first error: %v)",
-		fl.silent.Load(), fl.slow.Load(), fl.slowBytes.Load(), fl.handshakes.Load(), fl.handshakeFails.Load(), fl.firstHandshakeErr.Load())
+	t.Logf("node: peak RSS (VmHWM) %s, open fds peak %d / at the end %d, edgeproxy_connections_open peak %d / at the end %d",
+		vmHWM(pid), watch.peakFDs.Load(), watch.lastFDs.Load(), watch.peakOpen.Load(), watch.lastOpen.Load())
+	t.Logf("floods: silent connections dialled %d (refused ones included), slow-body connections %d (closed by the node %d, body bytes sent %d), handshakes completed %d, failed %d (first error: %v)",
+		fl.silent.Load(), fl.slow.Load(), fl.slowCut.Load(), fl.slowBytes.Load(), fl.handshakes.Load(), fl.handshakeFails.Load(), fl.firstHandshakeErr.Load())
 	for _, r := range []string{"max_connections", "max_connections_per_ip", "max_handshakes"} {
 		t.Logf("edgeproxy_connections_refused_total{reason=%q} = %.0f", r, ms.sum("edgeproxy_connections_refused_total", "reason", r))
 	}
+	t.Logf("edgeproxy_client_errors_total{reason=\"body_timeout\"} = %.0f", ms.sum("edgeproxy_client_errors_total", "reason", "body_timeout"))
 	if len(failed) > 0 {
 		t.Logf("first failures: %v", failed[:min(len(failed), 5)])
 	}
@@ -158,8 +160,8 @@ func TestLoadFloods(t *testing.T) {
 
 // floodStats counts what the floods did, for the log.
 type floodStats struct {
-	silent, slow, slowBytes, handshakes, handshakeFails atomic.Int64
-	firstHandshakeErr                                   atomic.Value // string
+	silent, slow, slowCut, slowBytes, handshakes, handshakeFails atomic.Int64
+	firstHandshakeErr                                            atomic.Value // string
 }
 
 // pause waits d or until ctx ends. It paces a flood; it synchronises
@@ -225,6 +227,9 @@ func slowBody(ctx context.Context, addr string, fl *floodStats) {
 			if _, err = conn.Write([]byte("a")); err == nil {
 				fl.slowBytes.Add(1)
 			}
+		}
+		if ctx.Err() == nil {
+			fl.slowCut.Add(1)
 		}
 		stop()
 		conn.Close()
@@ -310,6 +315,7 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 // its open connections gauge, and whether the upstream was ever unhealthy.
 type nodeWatch struct {
 	peakFDs, peakOpen atomic.Int64
+	lastFDs, lastOpen atomic.Int64 // the last sample
 	sawDown           atomic.Bool
 	done              chan struct{}
 }
@@ -321,16 +327,22 @@ func watchNode(ctx context.Context, pid int, adminAddr string) *nodeWatch {
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil && int64(len(fds)) > w.peakFDs.Load() {
-				w.peakFDs.Store(int64(len(fds)))
+			fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+			ms, serr := scrape(adminAddr)
+			if ctx.Err() != nil {
+				return // the floods are closing: not a sample of the load
 			}
-			if ms, err := scrape(adminAddr); err == nil {
+			if err == nil {
+				w.lastFDs.Store(int64(len(fds)))
+				w.peakFDs.Store(max(w.peakFDs.Load(), int64(len(fds))))
+			}
+			if serr == nil {
 				if ms.has("edgeproxy_upstream_healthy") && ms.sum("edgeproxy_upstream_healthy") != 1 {
 					w.sawDown.Store(true)
 				}
-				if open := int64(ms.sum("edgeproxy_connections_open")); open > w.peakOpen.Load() {
-					w.peakOpen.Store(open)
-				}
+				open := int64(ms.sum("edgeproxy_connections_open"))
+				w.lastOpen.Store(open)
+				w.peakOpen.Store(max(w.peakOpen.Load(), open))
 			}
 			select {
 			case <-ctx.Done():
