@@ -73,8 +73,8 @@ func TestAdminTokenFromFile(t *testing.T) {
 	a, err := New(Options{Logger: zap.New(core), Config: &config.Config{
 		Listen: "127.0.0.1:0", Admin: &admin, Pprof: true,
 		AdminTokenFile: path, AdminHosts: []string{"edge-admin.internal"},
-		Routes:         []proxy.RouteConfig{{Upstreams: []string{up.URL}}},
-		Resumption:     config.Resumption{Mode: "sticky"},
+		Routes:     []proxy.RouteConfig{{Upstreams: []string{up.URL}}},
+		Resumption: config.Resumption{Mode: "sticky"},
 	}})
 	if err != nil {
 		t.Fatal(err)
