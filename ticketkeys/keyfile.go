@@ -31,11 +31,13 @@ func (e *FileModeError) Error() string {
 		e.Path, uint32(e.Mode.Perm()))
 }
 
-// readSecretFile reads a file holding key material, refusing anything but a
-// regular file that only its owner can read, and files larger than limit.
-// The mode is checked on the open file, so a swap between the check and the
-// read cannot slip a readable file in.
-func readSecretFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
+// ReadSecretFile reads a file holding key material, refusing anything but a
+// regular file that only its owner can read (a *FileModeError), and files
+// larger than limit. The mode is checked on the open file, so a swap between
+// the check and the read cannot slip a readable file in. Other secrets (the
+// admin token) are read with the same rules. The caller should clear the
+// data when done.
+func ReadSecretFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ticketkeys: opening key file: %w", err)
@@ -151,7 +153,7 @@ func loadKeyFiles(paths []string, keySize int) ([]loadedFile, error) {
 		return nil, err
 	}
 	for _, p := range paths {
-		data, fi, err := readSecretFile(p, maxKeyFileSize)
+		data, fi, err := ReadSecretFile(p, maxKeyFileSize)
 		if err != nil {
 			return fail(err)
 		}

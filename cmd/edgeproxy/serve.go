@@ -33,6 +33,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		dev        = fs.Bool("dev", false, "human-readable console logs at debug level")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
 		pprof      = fs.Bool("pprof", false, "serve /debug/pprof on the admin listener")
+		adminToken = fs.String("admin-token-file", "", "file holding the bearer token the admin listener's pprof and DELETE /sessions/{id} require (mode 0600)")
+		adminHosts = fs.String("admin-hosts", "", "names, comma-separated, the admin listener accepts in a Host header besides IP literals and localhost")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,6 +99,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		}
 		if set["pprof"] {
 			c.Pprof = *pprof
+		}
+		if set["admin-token-file"] {
+			c.AdminTokenFile = *adminToken
+		}
+		if set["admin-hosts"] {
+			c.AdminHosts = splitList(*adminHosts)
 		}
 	}
 

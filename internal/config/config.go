@@ -37,6 +37,18 @@ type Config struct {
 	Admin *string `yaml:"admin"`
 	// Pprof mounts /debug/pprof on the admin listener.
 	Pprof bool `yaml:"pprof"`
+	// AdminTokenFile names a file holding the bearer token that the admin
+	// listener's pprof and DELETE /sessions/{id} require; only its owner
+	// may read it, and one trailing newline is ignored. It is read at
+	// start. Empty: no route asks for a credential.
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// AdminHosts are the names, besides IP literals and localhost, that the
+	// admin listener accepts in a Host header (DNS rebinding protection).
+	// Empty: IP literals and localhost only.
+	AdminHosts []string `yaml:"admin_hosts"`
+	// AdminTimeouts bound the admin listener's connections. Zero fields:
+	// the proxy.DefaultAdmin*Timeout constants.
+	AdminTimeouts proxy.AdminTimeouts `yaml:"admin_timeouts"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 	// TLS configures certificates and versions.
@@ -268,6 +280,7 @@ func (c *Config) Validate() error {
 			add("%s: must not be negative, got %q", f.name, f.d)
 		}
 	}
+	errs = append(errs, c.validateAdmin()...)
 	if len(c.Routes) == 0 {
 		add("routes: at least one route is required")
 	} else if err := proxy.ValidateRoutes(c.Routes); err != nil {
@@ -381,6 +394,45 @@ func validHeaderName(h string) bool {
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// validateAdmin checks the admin listener's hardening fields; the token
+// file itself is read at start.
+func (c *Config) validateAdmin() []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for i, h := range c.AdminHosts {
+		if !validHostName(h) {
+			add("admin_hosts[%d]: %q: must be a DNS name without a port", i, h)
+		}
+	}
+	t := c.AdminTimeouts
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"admin_timeouts.read_header", t.ReadHeader}, {"admin_timeouts.read", t.Read},
+		{"admin_timeouts.write", t.Write}, {"admin_timeouts.idle", t.Idle},
+	} {
+		if f.d < 0 {
+			add("%s: must not be negative, got %q", f.name, f.d)
+		}
+	}
+	return errs
+}
+
+// validHostName accepts letters, digits, hyphens and dots, up to 253 bytes.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
 			return false
 		}
 	}
