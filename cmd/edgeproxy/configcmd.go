@@ -1,20 +1,39 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 )
 
-func runConfig(args []string, stdout, stderr io.Writer) error {
-	if len(args) != 2 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: edgeproxy config check FILE")
-		return errUsage
+var configCheckCommand = &command{
+	Name:  "check",
+	Args:  "FILE...",
+	Short: "load configuration files as serve would, without listening",
+	Long: `check loads each file as serve would, without listening: it validates every
+field and reads the certificate/key pairs, ticket key files, key-encryption key
+and password files the file names. Every problem is reported, each with its
+field path. Exit status 1 if any file has a problem.`,
+	Flags:        configCheckFlags,
+	Interspersed: true,
+}
+
+func configCheckFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
+	return func(args []string) error {
+		if len(args) == 0 {
+			return errUsage
+		}
+		var errs []error
+		for _, path := range args {
+			if _, err := config.Load(path); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s: ok\n", path)
+		}
+		return errors.Join(errs...)
 	}
-	if _, err := config.Load(args[1]); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: ok\n", args[1])
-	return nil
 }
