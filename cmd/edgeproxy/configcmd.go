@@ -1,10 +1,10 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 )
@@ -13,10 +13,12 @@ var configCheckCommand = &command{
 	Name:  "check",
 	Args:  "FILE...",
 	Short: "load configuration files as serve would, without listening",
-	Long: `check loads each file as serve would, without listening: it validates every
-field and reads the certificate/key pairs, ticket key files, key-encryption key
-and password files the file names. Every problem is reported, each with its
-field path. Exit status 1 if any file has a problem.`,
+	Long: `check loads each file as serve would, without listening or reaching any
+server: it validates every field and reads the certificate/key pairs (and
+checks that each key matches its certificate), ticket key files (size,
+permissions), the key-encryption key and Redis password files the file names.
+Every problem is printed, one a line, as FILE: FIELD: PROBLEM. Exit status 1
+if any file has a problem (like nginx -t or caddy validate).`,
 	Flags:        configCheckFlags,
 	Interspersed: true,
 }
@@ -26,14 +28,20 @@ func configCheckFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string)
 		if len(args) == 0 {
 			return errUsage
 		}
-		var errs []error
+		bad := 0
 		for _, path := range args {
-			if _, err := config.Load(path); err != nil {
-				errs = append(errs, err)
+			if _, err := config.Check(path); err != nil {
+				bad++
+				for _, line := range strings.Split(strings.TrimPrefix(err.Error(), path+": "), "\n") {
+					fmt.Fprintf(stderr, "%s: %s\n", path, line)
+				}
 				continue
 			}
 			fmt.Fprintf(stdout, "%s: ok\n", path)
 		}
-		return errors.Join(errs...)
+		if bad > 0 {
+			return fmt.Errorf("%d of %d file(s) have problems", bad, len(args))
+		}
+		return nil
 	}
 }
