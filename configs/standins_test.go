@@ -95,13 +95,19 @@ func underAny(path string, dirs []string) bool {
 // passes config check, with stand-ins for the files it names.
 func TestExampleConfigsPassCheck(t *testing.T) {
 	t.Parallel()
+	// The examples at the top, and every file named edgeproxy*.yaml below
+	// (Compose mounts, Kubernetes ConfigMap sources).
 	files, err := filepath.Glob("*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	more, _ := filepath.Glob("*/edgeproxy*.yaml")
-	files = append(files, more...)
-	if len(files) < 6 {
+	filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(p, "/") && strings.HasPrefix(d.Name(), "edgeproxy") && strings.HasSuffix(p, ".yaml") {
+			files = append(files, p)
+		}
+		return err
+	})
+	if len(files) < 9 {
 		t.Fatalf("found only %q", files)
 	}
 	for _, f := range files {
