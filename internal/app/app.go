@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/edgeproxy/edgeproxy/internal/buildinfo"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
 	"github.com/edgeproxy/edgeproxy/proxy"
@@ -144,6 +145,9 @@ func (a *App) build() error {
 		return err
 	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := a.reg.Register(buildinfo.NewCollector()); err != nil {
+		return fmt.Errorf("registering build info: %w", err)
+	}
 	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
 	a.resMetrics = resumption.NewMetrics(a.reg)
 	a.statefulMetrics = resumption.NewStatefulMetrics(a.reg)

@@ -227,7 +227,7 @@ func decode(r io.Reader) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parsing: %w", err)
+		return nil, fieldErrors(data, err)
 	}
 	return c, nil
 }
