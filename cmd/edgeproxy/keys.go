@@ -15,7 +15,7 @@ import (
 
 func runKeys(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: edgeproxy keys gen [--size 80|48] [--count N] [--out FILE]\n       edgeproxy keys kek --out FILE\n       edgeproxy keys inspect [--size 80|48] FILE...")
+		fmt.Fprintln(stderr, "usage: edgeproxy keys gen [--format base64|binary] [--size 80|48] [--count N] [--out FILE]\n       edgeproxy keys kek --out FILE\n       edgeproxy keys inspect [--size 80|48] FILE...")
 		return errUsage
 	}
 	switch args[0] {
@@ -33,7 +33,8 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 func keysGen(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("keys gen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (nginx AES-256) or 48 (nginx AES-128)")
+	format := fs.String("format", string(ticketkeys.FormatBase64), "layout: base64 (HAProxy tls-ticket-keys, one key per line; the penultimate key seals) or binary (nginx; the first key seals)")
+	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (AES-256) or 48 (AES-128)")
 	count := fs.Int("count", 1, "number of keys")
 	out := fs.String("out", "", "file to write with mode 0600 (default: standard output, refused on a terminal)")
 	force := fs.Bool("force", false, "replace an existing --out file")
@@ -44,22 +45,22 @@ func keysGen(args []string, stdout, stderr io.Writer) error {
 		if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stdout == os.Stdout {
 			return errors.New("refusing to write raw key bytes to a terminal: use --out FILE or redirect")
 		}
-		return ticketkeys.GenerateKeyFile(stdout, *size, *count, nil)
+		return ticketkeys.GenerateKeyFile(stdout, ticketkeys.KeyFileFormat(*format), *size, *count, nil)
 	}
 	if _, err := os.Lstat(*out); err == nil && !*force {
 		return fmt.Errorf("%s exists: use --force to replace it (running nodes reload it and lose its keys)", *out)
 	}
-	if err := ticketkeys.WriteKeyFile(*out, *size, *count, nil); err != nil {
+	if err := ticketkeys.WriteKeyFile(*out, ticketkeys.KeyFileFormat(*format), *size, *count, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "wrote %d key(s) of %d bytes to %s (mode 0600)\n", *count, *size, *out)
+	fmt.Fprintf(stderr, "wrote %d %s key(s) of %d bytes to %s (mode 0600)\n", *count, *format, *size, *out)
 	return nil
 }
 
 func keysInspect(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("keys inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only when a file's size is a multiple of both (240, 480, ...)")
+	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only for a binary file whose size is a multiple of both (240, 480, ...)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -137,7 +137,7 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 			RotateEvery: k.RotateEvery, Lifetime: lifetime, Logger: log, Metrics: m,
 		})
 	case "file":
-		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, Logger: log, Metrics: m})
+		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, KeySize: k.KeySize, Logger: log, Metrics: m})
 	case "redis":
 		store, err := redisstore.New(redisstore.Config{
 			Addrs:        k.Redis.Addrs,

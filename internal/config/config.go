@@ -138,9 +138,14 @@ type TicketKeys struct {
 	// Source is generate (default: random keys in memory, one node only),
 	// file (nginx/HAProxy key files shared by the fleet), or redis.
 	Source string `yaml:"source"`
-	// Files are key files for source file; the first key of the first file
-	// seals new tickets.
+	// Files are key files for source file: base64 lines (HAProxy
+	// tls-ticket-keys) or binary (nginx), see ticketkeys.KeyFileFormat. The
+	// sealing key of the first file seals new tickets.
 	Files []string `yaml:"files"`
+	// KeySize is 48 or 80, the size of each key in binary key files. If
+	// zero it is inferred; only a binary file whose size is a multiple of
+	// both (240, 480, ...) needs it.
+	KeySize int `yaml:"key_size"`
 	// RotateEvery is the rotation period for sources generate and redis.
 	// Default 1h.
 	RotateEvery time.Duration `yaml:"rotate_every"`
