@@ -99,6 +99,7 @@ func New(opts Options) (*App, error) {
 			return nil, err
 		}
 	}
+	installRedisLogger(a.log)
 	if err := a.build(); err != nil {
 		a.closeBuiltin()
 		return nil, err
@@ -252,10 +253,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
-	access := a.log.Named("access")
-	if cfg.Log.Access != nil && !*cfg.Log.Access {
-		access = nil
-	}
+	access := accessLogger(cfg.Log, a.log, nil)
 	return proxy.NewHandler(proxy.HandlerConfig{
 		Routes:     cfg.Routes,
 		Logger:     a.log.Named("proxy"),
@@ -266,6 +264,7 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 		ProxyHeaders:          []string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)},
 		KeepUnderscoreHeaders: cfg.UnderscoresInHeaders,
 		RequestHook:           requestHook(sessionIDHeader(cfg)),
+		AccessFormat:          proxy.AccessFormat(cfg.Log.AccessFormat),
 	})
 }
 

@@ -189,6 +189,7 @@ func buildStateful(mode string, c config.Resumption, s *sessions, sm *resumption
 		s.close = append(s.close, st.Close)
 		shared = st
 	}
+	checkStore(mode, shared, log)
 	local, err := lru.New(lru.Config{MaxEntries: c.Store.LocalCache.MaxEntries, MaxBytes: c.Store.LocalCache.MaxBytes})
 	if err != nil {
 		return nil, fmt.Errorf("resumption.store.local_cache: %w", err)
