@@ -53,7 +53,7 @@ func checkWithStandIns(t *testing.T, c *config.Config) (paths []string) {
 	k := &c.Resumption.TicketKeys
 	for i := range k.Files {
 		standIn(&k.Files[i], func(p string) {
-			if err := ticketkeys.WriteKeyFile(p, ticketkeys.KeySize80, 2, nil); err != nil {
+			if err := ticketkeys.WriteKeyFile(p, ticketkeys.FormatBinary, ticketkeys.KeySize80, 2, nil); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -25,7 +25,7 @@ var demoCommand = &command{
 
 func demoFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
 	var (
-		mode       = fs.String("mode", demo.DefaultMode, "resumption shared by the nodes: tickets or off")
+		mode       = fs.String("mode", demo.DefaultMode, "resumption of the nodes: tickets, sticky, off, redis (with --redis) or memcached (with --memcached)")
 		redis      = fs.String("redis", "", "Redis address for --mode redis")
 		memcached  = fs.String("memcached", "", "memcached address for --mode memcached")
 		nodes      = fs.Int("nodes", demo.DefaultNodes, "proxy nodes")

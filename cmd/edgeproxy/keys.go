@@ -15,11 +15,13 @@ import (
 
 var keysGenCommand = &command{
 	Name:  "gen",
-	Short: "write a ticket key file (nginx/HAProxy format; the first key seals)",
-	Long: `gen writes ticket keys in the nginx/HAProxy format (80 or 48 bytes per key),
-to --out with mode 0600 or to standard output. To rotate, write a file whose
-first key is new and which still holds the old keys (see README: Sharing
-ticket keys between nodes).`,
+	Short: "write a ticket key file (HAProxy base64 lines, or nginx binary)",
+	Long: `gen writes ticket keys (80 or 48 bytes per key) to --out with mode 0600 or to
+standard output: by default as HAProxy's tls-ticket-keys file (one base64 key
+per line; the penultimate key seals), with --format binary as nginx's
+ssl_session_ticket_key layout (the first key seals). Every file it writes loads
+in serve without further options. To rotate, see README: Sharing ticket keys
+between nodes.`,
 	Flags: keysGenFlags,
 }
 
@@ -39,7 +41,8 @@ var keysKEKCommand = &command{
 }
 
 func keysGenFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
-	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (nginx AES-256) or 48 (nginx AES-128)")
+	format := fs.String("format", string(ticketkeys.FormatBase64), "layout: base64 (HAProxy tls-ticket-keys, one key per line; the penultimate key seals) or binary (nginx; the first key seals)")
+	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (AES-256) or 48 (AES-128)")
 	count := fs.Int("count", 1, "number of keys")
 	out := fs.String("out", "", "file to write with mode 0600 (default: standard output, refused on a terminal)")
 	force := fs.Bool("force", false, "replace an existing --out file")
@@ -51,21 +54,21 @@ func keysGenFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) err
 			if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stdout == os.Stdout {
 				return errors.New("refusing to write raw key bytes to a terminal: use --out FILE or redirect")
 			}
-			return ticketkeys.GenerateKeyFile(stdout, *size, *count, nil)
+			return ticketkeys.GenerateKeyFile(stdout, ticketkeys.KeyFileFormat(*format), *size, *count, nil)
 		}
 		if _, err := os.Lstat(*out); err == nil && !*force {
 			return fmt.Errorf("%s exists: use --force to replace it (running nodes reload it and lose its keys)", *out)
 		}
-		if err := ticketkeys.WriteKeyFile(*out, *size, *count, nil); err != nil {
+		if err := ticketkeys.WriteKeyFile(*out, ticketkeys.KeyFileFormat(*format), *size, *count, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "wrote %d key(s) of %d bytes to %s (mode 0600)\n", *count, *size, *out)
+		fmt.Fprintf(stderr, "wrote %d %s key(s) of %d bytes to %s (mode 0600)\n", *count, *format, *size, *out)
 		return nil
 	}
 }
 
 func keysInspectFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
-	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only when a file's size is a multiple of both (240, 480, ...)")
+	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only for a binary file whose size is a multiple of both (240, 480, ...)")
 	return func(args []string) error {
 		if len(args) == 0 {
 			return errUsage

@@ -45,7 +45,7 @@ func TestConfigCheck(t *testing.T) {
 func TestKeysGenInspect(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "ticket.key")
-	if code, _, e := runCmd(t, "keys", "gen", "--out", f, "--size", "48", "--count", "2"); code != 0 {
+	if code, _, e := runCmd(t, "keys", "gen", "--format", "binary", "--out", f, "--size", "48", "--count", "2"); code != 0 {
 		t.Fatalf("keys gen: %d %s", code, e)
 	}
 	fi, err := os.Stat(f)

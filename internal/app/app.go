@@ -103,6 +103,7 @@ func New(opts Options) (*App, error) {
 			return nil, err
 		}
 	}
+	installRedisLogger(a.log)
 	if err := a.build(); err != nil {
 		a.closeBuiltin()
 		return nil, err
@@ -262,10 +263,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
-	access := a.log.Named("access")
-	if cfg.Log.Access != nil && !*cfg.Log.Access {
-		access = nil
-	}
+	access := accessLogger(cfg.Log, a.log, nil)
 	var covered func(serverName, host string) bool
 	if cfg.TLS.StrictSNIHost {
 		covered = a.certs.Covers
@@ -281,6 +279,7 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 		ProxyHeaders:          []string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)},
 		KeepUnderscoreHeaders: cfg.UnderscoresInHeaders,
 		RequestHook:           requestHook(sessionIDHeader(cfg)),
+		AccessFormat:          proxy.AccessFormat(cfg.Log.AccessFormat),
 	})
 }
 

@@ -27,7 +27,7 @@ func TestCheckGood(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := testserver.WriteCertFiles(t, dir, "a")
 	keys := filepath.Join(dir, "ticket.key")
-	if err := ticketkeys.WriteKeyFile(keys, ticketkeys.KeySize80, 2, nil); err != nil {
+	if err := ticketkeys.WriteKeyFile(keys, ticketkeys.FormatBinary, ticketkeys.KeySize80, 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), fmt.Sprintf(`
@@ -47,13 +47,13 @@ func TestCheckReportsEveryFileProblem(t *testing.T) {
 	certA, _ := testserver.WriteCertFiles(t, dir, "a")
 	_, keyB := testserver.WriteCertFiles(t, dir, "b")
 	keys := filepath.Join(dir, "ticket.key")
-	if err := ticketkeys.WriteKeyFile(keys, ticketkeys.KeySize80, 1, nil); err != nil {
+	if err := ticketkeys.WriteKeyFile(keys, ticketkeys.FormatBinary, ticketkeys.KeySize80, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(keys, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	short := writeFile(t, filepath.Join(dir, "short.key"), strings.Repeat("k", 50), 0o600)
+	short := writeFile(t, filepath.Join(dir, "short.key"), strings.Repeat("\x01", 50), 0o600) // binary, not base64 text
 	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), fmt.Sprintf(`
 tls:
   certificates:

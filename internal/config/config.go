@@ -76,7 +76,19 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Access turns the per-request access log on (default) or off.
 	Access *bool `yaml:"access"`
+	// AccessFormat is json (default: a "request" entry with fields),
+	// common or combined (Common/Combined Log Format lines).
+	AccessFormat string `yaml:"access_format"`
+	// TimeFormat is rfc3339 or epoch, the timestamps of log entries. If
+	// empty, epoch seconds in json and ISO 8601 in console.
+	TimeFormat string `yaml:"time_format"`
 }
+
+// Log time formats.
+const (
+	TimeFormatRFC3339 = "rfc3339"
+	TimeFormatEpoch   = "epoch"
+)
 
 // TLS configures the TLS listener.
 type TLS struct {
@@ -154,9 +166,14 @@ type TicketKeys struct {
 	// Source is generate (default: random keys in memory, one node only),
 	// file (nginx/HAProxy key files shared by the fleet), or redis.
 	Source string `yaml:"source"`
-	// Files are key files for source file; the first key of the first file
-	// seals new tickets.
+	// Files are key files for source file: base64 lines (HAProxy
+	// tls-ticket-keys) or binary (nginx), see ticketkeys.KeyFileFormat. The
+	// sealing key of the first file seals new tickets.
 	Files []string `yaml:"files"`
+	// KeySize is 48 or 80, the size of each key in binary key files. If
+	// zero it is inferred; only a binary file whose size is a multiple of
+	// both (240, 480, ...) needs it.
+	KeySize int `yaml:"key_size"`
 	// RotateEvery is the rotation period for sources generate and redis.
 	// Default 1h.
 	RotateEvery time.Duration `yaml:"rotate_every"`
@@ -256,6 +273,14 @@ func (c *Config) Validate() error {
 	case "", "json", "console":
 	default:
 		add("log.format: %q: must be json or console", c.Log.Format)
+	}
+	if err := proxy.AccessFormat(c.Log.AccessFormat).Validate(); err != nil {
+		add("log.access_format: %v", err)
+	}
+	switch c.Log.TimeFormat {
+	case "", TimeFormatRFC3339, TimeFormatEpoch:
+	default:
+		add("log.time_format: %q: must be rfc3339 or epoch", c.Log.TimeFormat)
 	}
 	if _, err := proxy.ParseTLSVersion(c.TLS.MinVersion); err != nil {
 		add("tls.min_version: %v", err)
