@@ -27,8 +27,10 @@ type load struct {
 	Resumed float64 `json:"resumed_ratio"`
 	// Errors counts failed connections or requests.
 	Errors int64 `json:"errors"`
-	// ALPN is the protocol h2load reports it negotiated.
-	ALPN string `json:"alpn,omitempty"`
+	// ALPN, Cipher and KeyExchange are what h2load reports it negotiated.
+	ALPN        string `json:"alpn,omitempty"`
+	Cipher      string `json:"cipher,omitempty"`
+	KeyExchange string `json:"key_exchange,omitempty"`
 	// RSSBefore and RSSAfter are the server's RSS before and with the idle
 	// connections open; BytesPerConn is their difference per connection.
 	RSSBefore    int64   `json:"rss_before,omitempty"`
@@ -150,6 +152,7 @@ var (
 	h2Reqs   = regexp.MustCompile(`(?m)^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
 	h2Status = regexp.MustCompile(`(?m)^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
 	h2ALPN   = regexp.MustCompile(`(?m)^Application protocol: (\S+)`)
+	h2Cipher = regexp.MustCompile(`(?m)^TLS Protocol: (\S+)\s+Cipher: (\S+)\s+Server Temp Key: (\S+)`)
 )
 
 // parseH2load reads h2load's text output. It gives no latency percentiles.
@@ -175,6 +178,9 @@ func parseH2load(out []byte) (load, error) {
 	}
 	if a := h2ALPN.FindStringSubmatch(s); a != nil {
 		l.ALPN = a[1]
+	}
+	if c := h2Cipher.FindStringSubmatch(s); c != nil {
+		l.Cipher, l.KeyExchange = c[1]+" "+c[2], c[3]
 	}
 	return l, nil
 }

@@ -30,9 +30,11 @@ type summary struct {
 	Resumed float64 `json:"resumed_ratio"`
 	Errors  int64   `json:"errors"`
 	// BytesPerConn and IdleConns belong to the idle cell.
-	BytesPerConn float64  `json:"bytes_per_conn,omitempty"`
-	IdleConns    int64    `json:"idle_conns,omitempty"`
-	Messages     []string `json:"error_messages,omitempty"`
+	BytesPerConn float64 `json:"bytes_per_conn,omitempty"`
+	IdleConns    int64   `json:"idle_conns,omitempty"`
+	// Negotiated is the TLS version, suite and key exchange h2load saw.
+	Negotiated string   `json:"negotiated,omitempty"`
+	Messages   []string `json:"error_messages,omitempty"`
 }
 
 // summarize averages the records of each (cell, peer) over its passes.
@@ -71,6 +73,9 @@ func summarize(recs []record) []summary {
 		s.BytesPerConn += r.BytesPerConn
 		s.IdleConns += r.Count
 		s.PeakRSS = max(s.PeakRSS, r.PeakRSS)
+		if r.Cipher != "" {
+			s.Negotiated = r.Cipher + " " + r.KeyExchange
+		}
 	}
 	for i := range out {
 		s := &out[i]
@@ -218,6 +223,15 @@ func writeIdle(w io.Writer, rows []summary, n int) {
 }
 
 func writeErrors(w io.Writer, rows []summary) {
+	var neg []string
+	for _, s := range rows {
+		if s.Negotiated != "" {
+			neg = append(neg, s.Server+" "+s.Negotiated)
+		}
+	}
+	if len(neg) > 0 {
+		fmt.Fprintf(w, "\nh2load negotiated: %s.\n", strings.Join(neg, "; "))
+	}
 	var lines []string
 	for _, s := range rows {
 		for _, m := range s.Messages {

@@ -199,4 +199,3 @@ func version(argv ...string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
 }
-
