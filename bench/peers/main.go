@@ -57,8 +57,12 @@ func run(args []string) error {
 	fs.StringVar(&sections, "sections", strings.Join(allSections, ","), "sections to run")
 	fs.StringVar(&o.jsonPath, "json", "", "raw results file (default: WORK/results.json)")
 	fs.StringVar(&o.rev, "rev", "", "edgeproxy revision, for the header")
+	from := fs.String("from", "", "print the tables of an earlier run's results file, run nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *from != "" {
+		return reprint(*from)
 	}
 	if o.work == "" {
 		return errors.New("-work is required")
@@ -342,24 +346,53 @@ func word(s string, i int) string {
 	return s
 }
 
+// results is the raw results file.
+type results struct {
+	Started  time.Time              `json:"started"`
+	Elapsed  float64                `json:"elapsed_seconds"`
+	Machine  machine                `json:"machine"`
+	Versions map[string]string      `json:"versions"`
+	Options  resultOptions          `json:"options"`
+	Probes   map[string]probeResult `json:"probes"`
+	Failed   map[string]string      `json:"failed_to_start,omitempty"`
+	Summary  []summary              `json:"summary"`
+	Records  []record               `json:"records"`
+}
+
+type resultOptions struct {
+	Seconds     int      `json:"seconds"`
+	Passes      int      `json:"passes"`
+	Idle        int      `json:"idle"`
+	Concurrency int      `json:"concurrency"`
+	Servers     []string `json:"servers"`
+	Sections    []string `json:"sections"`
+}
+
+// reprint prints the tables of a results file again.
+func reprint(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	o := &options{seconds: r.Options.Seconds, passes: r.Options.Passes, idle: r.Options.Idle,
+		concurrency: r.Options.Concurrency, servers: r.Options.Servers, sections: r.Options.Sections}
+	writeMarkdown(os.Stdout, header{machine: r.Machine, versions: r.Versions, o: o, probes: r.Probes, failed: r.Failed,
+		elapsed: time.Duration(r.Elapsed * float64(time.Second))}, summarize(r.Records))
+	return nil
+}
+
 func (h *harness) report() error {
 	m := readMachine()
 	vers := h.versions()
 	sum := summarize(h.records)
-	out := struct {
-		Started  time.Time              `json:"started"`
-		Elapsed  float64                `json:"elapsed_seconds"`
-		Machine  machine                `json:"machine"`
-		Versions map[string]string      `json:"versions"`
-		Options  map[string]any         `json:"options"`
-		Probes   map[string]probeResult `json:"probes"`
-		Failed   map[string]string      `json:"failed_to_start,omitempty"`
-		Summary  []summary              `json:"summary"`
-		Records  []record               `json:"records"`
-	}{
+	out := results{
 		Started: h.started, Elapsed: time.Since(h.started).Seconds(), Machine: m, Versions: vers,
-		Options: map[string]any{"seconds": h.o.seconds, "passes": h.o.passes, "idle": h.o.idle,
-			"concurrency": h.o.concurrency, "servers": h.o.servers, "sections": h.o.sections},
+		Options: resultOptions{Seconds: h.o.seconds, Passes: h.o.passes, Idle: h.o.idle,
+			Concurrency: h.o.concurrency, Servers: h.o.servers, Sections: h.o.sections},
 		Probes: h.probes, Failed: h.failed, Summary: sum, Records: h.records,
 	}
 	b, err := json.MarshalIndent(out, "", "  ")

@@ -222,6 +222,7 @@ func TestSummarizeFailedPass(t *testing.T) {
 		{Section: sectionHandshake, Cell: "c", Server: "nginx", Error: "boom"},
 		{Section: sectionHandshake, Cell: "c", Server: "edgeproxy", load: load{Count: 100, Rate: 500}, ServerCPU: 20 * time.Millisecond},
 	}
+	recs = append(recs, record{Section: sectionHandshake, Cell: "c", Server: "edgeproxy", load: load{Count: 100, Rate: 700}, ServerCPU: 20 * time.Millisecond})
 	sum := summarize(recs)
 	if len(sum) != 2 {
 		t.Fatalf("%d summaries, want 2", len(sum))
@@ -232,7 +233,7 @@ func TestSummarizeFailedPass(t *testing.T) {
 	}
 	var b bytes.Buffer
 	writeLoad(&b, sectionHandshake, sum)
-	if !strings.Contains(b.String(), "| c | edgeproxy | 500 | 0.50× |") || !strings.Contains(b.String(), "| 200 | 2.00× |") {
+	if !strings.Contains(b.String(), "| c | edgeproxy | 600 | 17% | 0.60× |") || !strings.Contains(b.String(), "| 200 | 2.00× |") {
 		t.Errorf("table:\n%s", b.String())
 	}
 }

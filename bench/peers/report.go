@@ -15,10 +15,13 @@ type summary struct {
 	Cell    string `json:"cell"`
 	Server  string `json:"server"`
 	Passes  int    `json:"passes"`
-	// Rate is handshakes or requests per second.
-	Rate  float64 `json:"rate"`
-	P50Ms float64 `json:"p50_ms"`
-	P99Ms float64 `json:"p99_ms"`
+	// Rate is handshakes or requests per second; Spread is half the range
+	// of the passes' rates, as a fraction of Rate: how noisy the run was.
+	Rate   float64 `json:"rate"`
+	Spread float64 `json:"rate_spread"`
+	lo, hi float64
+	P50Ms  float64 `json:"p50_ms"`
+	P99Ms  float64 `json:"p99_ms"`
 	// ServerCPUus and ClientCPUus are microseconds of CPU per connection
 	// (handshake cells) or per request (keep-alive cells).
 	ServerCPUus float64 `json:"server_cpu_us"`
@@ -62,6 +65,10 @@ func summarize(recs []record) []summary {
 			s.Errors++
 			continue
 		}
+		if s.Passes == 0 || r.Rate < s.lo {
+			s.lo = r.Rate
+		}
+		s.hi = max(s.hi, r.Rate)
 		s.Passes++
 		s.Rate += r.Rate
 		s.P50Ms += r.P50Ms
@@ -81,6 +88,9 @@ func summarize(recs []record) []summary {
 		s := &out[i]
 		if n := float64(s.Passes); n > 0 {
 			s.Rate /= n
+			if s.Rate > 0 {
+				s.Spread = (s.hi - s.lo) / 2 / s.Rate
+			}
 			s.P50Ms /= n
 			s.P99Ms /= n
 			s.ServerCPUus /= n
@@ -120,7 +130,7 @@ func writeMarkdown(w io.Writer, h header, sum []summary) {
 		vs = append(vs, k+": "+h.versions[k])
 	}
 	fmt.Fprintf(w, "Versions: %s.\n", strings.Join(vs, "; "))
-	fmt.Fprintf(w, "Method: %d s per measurement, %d passes in alternating peer order, mean reported (peak RSS: highest); "+
+	fmt.Fprintf(w, "Method: %d s per measurement, %d passes in alternating peer order, mean reported (± is half the range between passes; peak RSS: highest); "+
 		"handshake cells: `edgeproxy bench --concurrency %d` offering X25519 and P-256; server CPU = utime+stime of all the server's processes; "+
 		"2 workers/threads/GOMAXPROCS per peer; ratios are to nginx. Run took %s.\n",
 		h.o.seconds, h.o.passes, h.o.concurrency, h.elapsed.Round(time.Second))
@@ -184,11 +194,11 @@ func writeLoad(w io.Writer, sec string, rows []summary) {
 	if sec == sectionKeepAlive {
 		unit, what, first = "req", "req/s", "protocol"
 	}
-	fmt.Fprintf(w, "| %s | server | %s | ×nginx | p50 ms | p99 ms | server CPU µs/%s | ×nginx | peak RSS MB | load gen CPU µs/%s | upstream CPU µs/%s |", first, what, unit, unit, unit)
+	fmt.Fprintf(w, "| %s | server | %s | ± | ×nginx | p50 ms | p99 ms | server CPU µs/%s | ×nginx | peak RSS MB | load gen CPU µs/%s | upstream CPU µs/%s |", first, what, unit, unit, unit)
 	if sec != sectionKeepAlive {
 		fmt.Fprint(w, " resumed |")
 	}
-	fmt.Fprint(w, " errors |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprint(w, " errors |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	if sec != sectionKeepAlive {
 		fmt.Fprint(w, "--:|")
 	}
@@ -196,10 +206,10 @@ func writeLoad(w io.Writer, sec string, rows []summary) {
 	for _, s := range rows {
 		n := nginxOf(rows, s)
 		if s.Passes == 0 {
-			fmt.Fprintf(w, "| %s | %s | failed | | | | | | | | |", s.Cell, s.Server)
+			fmt.Fprintf(w, "| %s | %s | failed | | | | | | | | | |", s.Cell, s.Server)
 		} else {
-			fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %.0f | %s | %.1f | %.0f | %.0f |", s.Cell, s.Server,
-				s.Rate, ratio(s.Rate, n.Rate), ms(s.P50Ms), ms(s.P99Ms),
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f%% | %s | %s | %s | %.0f | %s | %.1f | %.0f | %.0f |", s.Cell, s.Server,
+				s.Rate, 100*s.Spread, ratio(s.Rate, n.Rate), ms(s.P50Ms), ms(s.P99Ms),
 				s.ServerCPUus, ratio(s.ServerCPUus, n.ServerCPUus), float64(s.PeakRSS)/1e6, s.ClientCPUus, s.UpstreamCPUus)
 		}
 		if sec != sectionKeepAlive {
