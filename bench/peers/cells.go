@@ -60,41 +60,36 @@ func benchCell(version, mode string, httpGet bool) func(h *harness, s *server) (
 			argv = append(argv, "--http")
 		}
 		out, cpu, err := runTool([]string{"GODEBUG=tlsmlkem=0"}, argv...)
-		if err != nil && len(out) == 0 {
-			return load{ClientCPU: cpu}, err
-		}
-		l, perr := parseBench(out)
-		l.ClientCPU = cpu
-		if perr != nil {
-			return l, perr
-		}
-		return l, err
+		return parsed(parseBench, out, cpu, err)
 	}
+}
+
+// parsed reads a tool's output with parse, even after a failed exit when
+// the tool printed figures (edgeproxy bench exits non-zero on errors but
+// reports them), and adds the tool's CPU time.
+func parsed(parse func([]byte) (load, error), out []byte, cpu time.Duration, err error) (load, error) {
+	if err != nil && len(out) == 0 {
+		return load{ClientCPU: cpu}, err
+	}
+	l, perr := parse(out)
+	l.ClientCPU = cpu
+	if perr != nil {
+		return l, perr
+	}
+	return l, err
 }
 
 func wrkCell(h *harness, s *server) (load, error) {
 	out, cpu, err := runTool(nil, "wrk", "-t2", "-c32", "-d"+h.o.duration().String(), "--latency",
 		"https://"+addr(s.port)+"/")
-	if err != nil {
-		return load{ClientCPU: cpu}, err
-	}
-	l, err := parseWrk(out)
-	l.ClientCPU = cpu
-	return l, err
+	return parsed(parseWrk, out, cpu, err)
 }
 
 func h2loadCell(h *harness, s *server) (load, error) {
 	out, cpu, err := runTool(nil, "h2load", "-c16", "-m8", "-D", strconv.Itoa(h.o.seconds),
 		"https://"+addr(s.port)+"/")
-	if err != nil && len(out) == 0 {
-		return load{ClientCPU: cpu}, err
-	}
-	l, perr := parseH2load(out)
-	l.ClientCPU = cpu
-	if perr != nil {
-		return l, perr
-	}
-	if l.ALPN != "h2" {
+	l, err := parsed(parseH2load, out, cpu, err)
+	if err == nil && l.ALPN != "h2" {
 		return l, fmt.Errorf("h2load negotiated %q, not h2", l.ALPN)
 	}
 	return l, err
