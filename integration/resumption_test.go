@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 // reconnects is how many times a Go client comes back in the steady-state
@@ -37,9 +39,14 @@ func TestResumption(t *testing.T) {
 			}
 			// No handshake failed on the server side either (HAProxy's health
 			// checks go to the admin port, never to the TLS port).
-			for _, n := range c.nodes {
-				if errs := c.metrics(t, n).sum("edgeproxy_tls_handshake_errors_total"); errs != 0 {
-					t.Errorf("%s counted %v failed handshakes", n.name, errs)
+			// Each reason's series read by itself: a sum over series would
+			// pass if the metric were missing.
+			for _, reason := range []string{proxy.ReasonTimeout, proxy.ReasonClientClosed, proxy.ReasonBadClientHello,
+				proxy.ReasonVersion, proxy.ReasonNoSharedCipher, proxy.ReasonOther} {
+				for i, errs := range c.gauge(t, "edgeproxy_tls_handshake_errors_total", "reason", reason) {
+					if errs != 0 {
+						t.Errorf("%s counted %v failed handshakes (%s)", c.nodes[i].name, errs, reason)
+					}
 				}
 			}
 		})

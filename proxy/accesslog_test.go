@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,68 @@ func TestAccessRecorderStatus(t *testing.T) {
 				t.Errorf("recorded status %d bytes %d, want %d and %d", w.status, w.bytes, tt.wantStatus, tt.wantBytes)
 			}
 		})
+	}
+}
+
+// TestAccessLogCLF checks the Common and Combined Log Format lines: the
+// whole line is the entry's message, with no fields; the query is left out
+// as in JSON; values from the client are escaped so they cannot end a field
+// or the line.
+func TestAccessLogCLF(t *testing.T) {
+	t.Parallel()
+	b := startUpstream(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "hello")
+	})
+	const ts = `\[\d\d/[A-Z][a-z][a-z]/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]`
+	tests := []struct {
+		format AccessFormat
+		want   string
+	}{
+		{AccessCommon, `^127\.0\.0\.1 - - ` + ts + ` "GET /path/x HTTP/1\.1" 201 5$`},
+		{AccessCombined, `^127\.0\.0\.1 - - ` + ts + ` "GET /path/x HTTP/1\.1" 201 5 "https://ref\.example/" "agent \\x22quoted\\x22 \\x5C\\x09\\xC3\\xA9"$`},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.format), func(t *testing.T) {
+			t.Parallel()
+			core, logs := observer.New(zap.InfoLevel)
+			h := newTestHandler(t, HandlerConfig{
+				Routes:       []RouteConfig{{Upstreams: []string{b.URL}}},
+				AccessLog:    zap.New(core),
+				AccessFormat: tt.format,
+			})
+			srv := serveProxy(t, h)
+			req, _ := http.NewRequest("GET", srv.URL+"/path/x?token=secret", nil)
+			req.Header.Set("Referer", "https://ref.example/")
+			req.Header.Set("User-Agent", "agent \"quoted\" \\\té")
+			c := srv.Client()
+			c.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			entries := logs.TakeAll()
+			if len(entries) != 1 {
+				t.Fatalf("%d entries, want 1", len(entries))
+			}
+			e := entries[0]
+			if !regexp.MustCompile(tt.want).MatchString(e.Message) || len(e.Context) != 0 {
+				t.Fatalf("line %q with %d fields, want %s and none", e.Message, len(e.Context), tt.want)
+			}
+		})
+	}
+}
+
+func TestAccessFormatValidate(t *testing.T) {
+	t.Parallel()
+	for _, f := range []AccessFormat{"", AccessJSON, AccessCommon, AccessCombined} {
+		if err := f.Validate(); err != nil {
+			t.Errorf("%q: %v", f, err)
+		}
+	}
+	if _, err := NewHandler(HandlerConfig{AccessFormat: "apache"}); err == nil || !strings.Contains(err.Error(), `access log format "apache": must be json, common or combined`) {
+		t.Fatalf("NewHandler with format apache: %v", err)
 	}
 }

@@ -29,6 +29,8 @@ type HandlerConfig struct {
 	// AccessLog receives one "request" line per request at info level. If
 	// nil, zap.NewNop() is used and nothing is logged.
 	AccessLog *zap.Logger
+	// AccessFormat is the layout of AccessLog lines. If empty, AccessJSON.
+	AccessFormat AccessFormat
 	// Registerer receives the edgeproxy_upstream_* metrics. If nil, no
 	// metrics are kept. Collectors already registered there by an earlier
 	// Handler (a reload) are shared.
@@ -86,6 +88,7 @@ type Handler struct {
 	transports []*http.Transport // built by NewHandler; closed idle by Stop
 	log        *zap.Logger
 	accessLog  *zap.Logger
+	accessFmt  AccessFormat
 	hook       func(*httputil.ProxyRequest)
 	covered    func(serverName, host string) bool
 	headers    *headerPolicy
@@ -116,6 +119,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if err := ValidateRoutes(cfg.Routes); err != nil {
 		return nil, fmt.Errorf("proxy: invalid routes:\n%w", err)
 	}
+	if err := cfg.AccessFormat.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	m, err := newUpstreamMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -123,6 +129,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	h := &Handler{
 		log:       cfg.Logger,
 		accessLog: cfg.AccessLog,
+		accessFmt: cfg.AccessFormat,
 		hook:      cfg.RequestHook,
 		covered:   cfg.CoveredHost,
 		headers:   newHeaderPolicy(cfg.ProxyHeaders, cfg.KeepUnderscoreHeaders),

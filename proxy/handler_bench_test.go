@@ -90,10 +90,12 @@ func TestHandlerAllocationBudget(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	bytes := (after.TotalAlloc - before.TotalAlloc) / (runs + 1) // AllocsPerRun adds a warm-up run
 	t.Logf("%.0f allocs, %d bytes per request", allocs, bytes)
-	if allocs > 30 {
-		t.Errorf("%.0f allocations per proxied request, budget 30", allocs)
+	// Measured: 28 allocations and 3.2 KiB; under -race sync.Pool drops a
+	// quarter of what is put back, so 11 KiB. Without the pool: 36 KiB.
+	if allocs > 32 {
+		t.Errorf("%.0f allocations per proxied request, budget 32", allocs)
 	}
-	if bytes > 8<<10 {
-		t.Errorf("%d bytes allocated per proxied request, budget 8 KiB", bytes)
+	if bytes > 16<<10 {
+		t.Errorf("%d bytes allocated per proxied request, budget 16 KiB", bytes)
 	}
 }

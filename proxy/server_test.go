@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -144,17 +147,58 @@ func TestPerConnValueReachesRequests(t *testing.T) {
 	}
 }
 
+// TestShutdownDrainsInFlightRequests: a request blocked in its handler
+// keeps Shutdown from returning until it is released, and then gets its
+// whole response. The handler is released only once Shutdown is known to
+// be in its drain loop: its hooks ran (listener closed) and it closed an
+// idle keep-alive connection. Shutdown must then return after the handler
+// finished, never before.
 func TestShutdownDrainsInFlightRequests(t *testing.T) {
+	t.Parallel()
+	const bodySize = 256 << 10
 	entered, release := make(chan struct{}), make(chan struct{})
+	var handlerDone atomic.Bool
 	s := startServer(t, ServerConfig{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "ok")
+			return
+		}
 		close(entered)
 		<-release
-		io.WriteString(w, "finished")
+		w.Header().Set("Content-Length", fmt.Sprint(bodySize))
+		w.Write(bytes.Repeat([]byte("x"), bodySize))
+		handlerDone.Store(true)
 	})})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce) // a failed test must not leave the handler blocked
 	addr := s.Addr().String()
+	hooked := make(chan struct{})
+	s.http.RegisterOnShutdown(sync.OnceFunc(func() { close(hooked) })) // cleanup shuts down again
+
+	// An idle keep-alive connection: Shutdown closes it from its drain loop.
+	idle, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(idle)
+	if resp, err := http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	idleClosed := make(chan error, 1)
+	go func() {
+		idle.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := br.ReadByte()
+		idleClosed <- err
+	}()
+
 	type result struct {
-		body string
-		err  error
+		n   int
+		err error
 	}
 	done := make(chan result, 1)
 	go func() {
@@ -166,32 +210,101 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		done <- result{string(b), err}
+		done <- result{len(b), err}
 	}()
 	<-entered
-	shutdown := make(chan error, 1)
+	type shutdownResult struct {
+		err          error
+		afterHandler bool
+	}
+	shutdown := make(chan shutdownResult, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		shutdown <- s.Shutdown(ctx)
+		err := s.Shutdown(ctx)
+		shutdown <- shutdownResult{err, handlerDone.Load()}
 	}()
+	// Shutdown closes idle connections from its drain loop: once this one
+	// is closed, Shutdown is waiting for the request in flight.
 	select {
-	case err := <-shutdown:
-		t.Fatalf("Shutdown returned (%v) while a request was in flight", err)
+	case <-hooked:
+	case r := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) without running its drain", r.err)
+	}
+	select {
+	case err := <-idleClosed:
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("idle keep-alive connection: %v, want EOF from Shutdown", err)
+		}
+	case r := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) while a request was in flight", r.err)
+	}
+	select {
+	case r := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) while a request was in flight", r.err)
 	case r := <-done:
 		t.Fatalf("request ended (%+v) before it was released", r)
 	default:
 	}
-	close(release)
-	if r := <-done; r.err != nil || r.body != "finished" {
-		t.Fatalf("in-flight request: %q, %v; want it to finish", r.body, r.err)
+	releaseOnce()
+	if r := <-done; r.err != nil || r.n != bodySize {
+		t.Fatalf("in-flight request: %d bytes, %v; want all %d", r.n, r.err, bodySize)
 	}
-	if err := <-shutdown; err != nil {
-		t.Fatalf("Shutdown = %v", err)
+	r := <-shutdown
+	if r.err != nil {
+		t.Fatalf("Shutdown = %v", r.err)
+	}
+	if !r.afterHandler {
+		t.Fatal("Shutdown returned before the in-flight handler finished")
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {
 		c.Close()
 		t.Fatal("listener still accepts after Shutdown")
+	}
+}
+
+// handshakeErrors reads the series edgeproxy_tls_handshake_errors_total
+// with reason from reg, failing the test when it is missing.
+func handshakeErrors(t *testing.T, reg prometheus.Gatherer, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "edgeproxy_tls_handshake_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no series edgeproxy_tls_handshake_errors_total{reason=%q}", reason)
+	return 0
+}
+
+// TestOldTLSRefusedByDefault is a regression guard: a client that offers
+// only TLS 1.0 or 1.1 fails against the default configuration, and the
+// failure is counted as protocol_version.
+func TestOldTLSRefusedByDefault(t *testing.T) {
+	t.Parallel()
+	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			t.Parallel()
+			reg := prometheus.NewRegistry()
+			s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: NewTLSMetrics(reg)})
+			err := testserver.Handshake(t, s.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: v, MaxVersion: v})
+			if err == nil {
+				t.Fatalf("a %s-only client completed a handshake", tls.VersionName(v))
+			}
+			if got := handshakeErrors(t, reg, ReasonVersion); got != 1 {
+				t.Fatalf("edgeproxy_tls_handshake_errors_total{reason=%q} = %v, want 1 (client error: %v)", ReasonVersion, got, err)
+			}
+		})
 	}
 }
 

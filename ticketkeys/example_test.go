@@ -65,7 +65,7 @@ func ExampleInspectFile() {
 		seq[i] = byte(i)
 	}
 	rnd := bytes.NewReader(seq)
-	if err := ticketkeys.WriteKeyFile(path, ticketkeys.KeySize80, 2, rnd); err != nil {
+	if err := ticketkeys.WriteKeyFile(path, ticketkeys.FormatBase64, ticketkeys.KeySize80, 2, rnd); err != nil {
 		log.Fatal(err)
 	}
 	infos, err := ticketkeys.InspectFile(path)

@@ -20,13 +20,14 @@ const DefaultReloadDelay = 100 * time.Millisecond
 // FileConfig configures a FileSource.
 type FileConfig struct {
 	// Paths lists the key files, at least one. Each holds one or more keys
-	// of 48 or 80 bytes (16-byte name, then secret material), concatenated,
-	// as nginx's ssl_session_ticket_key files do. The first key of the first
-	// file seals; every key opens. Required.
+	// of 48 or 80 bytes (16-byte name, then secret material), either as
+	// base64 lines (HAProxy's tls-ticket-keys) or concatenated binary
+	// (nginx's ssl_session_ticket_key); see KeyFileFormat. The sealing key
+	// of the first file seals; every key opens. Required.
 	Paths []string
 	// KeySize is the size of each key in the files, 48 or 80. If zero, it is
-	// inferred from each file's size; a file whose size is a multiple of both
-	// (240, 480, ...) then needs it set.
+	// inferred; only a binary file whose size is a multiple of both (240,
+	// 480, ...) then needs it set.
 	KeySize int
 	// DisableWatch turns off reloading on change. If false, the parent
 	// directory of every path is watched, which also catches the ..data
@@ -161,7 +162,7 @@ func (s *FileSource) reloadLocked() error {
 	}
 	var keys []*Key
 	for _, lf := range files {
-		keys = append(keys, lf.keys...)
+		keys = append(keys, lf.ringOrder()...)
 	}
 	if s.ring != nil && sameKeys(s.ring.keys, keys) {
 		zeroKeys(keys)

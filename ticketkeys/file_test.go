@@ -114,7 +114,7 @@ func TestFileSourceReloadOnWrite(t *testing.T) {
 	_, h, reloads := startFileSource(t, FileConfig{Paths: []string{path}})
 	old := h.Ring().Current()
 
-	if err := WriteKeyFile(path, KeySize80, 2, &seqReader{n: 500}); err != nil {
+	if err := WriteKeyFile(path, FormatBinary, KeySize80, 2, &seqReader{n: 500}); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(path)

@@ -2,6 +2,7 @@ package ticketkeys
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +187,11 @@ func TestHolderConcurrent(t *testing.T) {
 		all = append(all, k)
 		prev := h.Ring().Current()
 		h.Store(mustRing(t, k, prev))
+	}
+	// On a loaded machine the writer can finish before a reader was
+	// scheduled: let at least one read happen before stopping them.
+	for sealed.Load() == 0 {
+		runtime.Gosched()
 	}
 	stop.Store(true)
 	wg.Wait()

@@ -33,7 +33,7 @@ const (
 // loadKEK reads a key-encryption key file with the same rules as key files:
 // owner-only, exactly KEKSize bytes.
 func loadKEK(path string) (cipher.AEAD, error) {
-	data, _, err := readSecretFile(path, KEKSize)
+	data, _, err := ReadSecretFile(path, KEKSize)
 	if err != nil {
 		return nil, err
 	}

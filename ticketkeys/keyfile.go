@@ -1,6 +1,8 @@
 package ticketkeys
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +19,31 @@ const (
 	KeySize80 = 80
 )
 
-// maxKeyFileSize bounds what is read from a key file.
-const maxKeyFileSize = MaxKeys * KeySize80
+// maxKeyFileSize bounds what is read from a key file: MaxKeys 80-byte keys
+// in the larger of the two layouts, base64 lines ending in CRLF.
+var maxKeyFileSize = MaxKeys * (base64.StdEncoding.EncodedLen(KeySize80) + 2)
+
+// KeyFileFormat names the layout of a key file. Loaders tell the two apart by
+// content: a file made only of base64 characters and line breaks is base64
+// lines, anything else is binary. (Random binary keys are all base64
+// characters with a probability below 2^-90 for a single 48-byte key.)
+type KeyFileFormat string
+
+const (
+	// FormatBase64 is HAProxy's tls-ticket-keys layout: one key per line,
+	// base64 encoded (48 or 80 bytes decoded, one size per file), oldest
+	// first. As in HAProxy, the penultimate key seals and the last one is
+	// the next key, so every node can open its tickets before any node seals
+	// with it; a file of one key seals with that key. Empty lines are
+	// skipped. It is what `edgeproxy keys gen` writes by default, and it is
+	// never ambiguous.
+	FormatBase64 KeyFileFormat = "base64"
+	// FormatBinary is nginx's ssl_session_ticket_key layout: raw 48- or
+	// 80-byte keys, concatenated, newest first; the first key seals. A file
+	// whose size is a multiple of both (240, 480, ...) needs its key size
+	// set (FileConfig.KeySize).
+	FormatBinary KeyFileFormat = "binary"
+)
 
 // FileModeError reports a key file that its group or others may read.
 type FileModeError struct {
@@ -31,11 +56,13 @@ func (e *FileModeError) Error() string {
 		e.Path, uint32(e.Mode.Perm()))
 }
 
-// readSecretFile reads a file holding key material, refusing anything but a
-// regular file that only its owner can read, and files larger than limit.
-// The mode is checked on the open file, so a swap between the check and the
-// read cannot slip a readable file in.
-func readSecretFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
+// ReadSecretFile reads a file holding key material, refusing anything but a
+// regular file that only its owner can read (a *FileModeError), and files
+// larger than limit. The mode is checked on the open file, so a swap between
+// the check and the read cannot slip a readable file in. Other secrets (the
+// admin token) are read with the same rules. The caller should clear the
+// data when done.
+func ReadSecretFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ticketkeys: opening key file: %w", err)
@@ -85,7 +112,7 @@ func keySizeOf(n, keySize int) (int, error) {
 	d48, d80 := n%KeySize48 == 0, n%KeySize80 == 0
 	switch {
 	case d48 && d80:
-		return 0, fmt.Errorf("size %d bytes splits into either 48- or 80-byte keys: set key_size", n)
+		return 0, fmt.Errorf("size %d bytes splits into either 48- or 80-byte keys: set key_size to 48 or 80, or rewrite the file as base64 lines (one key per line)", n)
 	case d48:
 		return KeySize48, nil
 	case d80:
@@ -94,16 +121,115 @@ func keySizeOf(n, keySize int) (int, error) {
 	return 0, fmt.Errorf("size %d bytes is not a whole number of keys: want 48 or 80 bytes per key (name 16 | secret 32 or 64), several keys concatenated", n)
 }
 
-// parseKeyFile splits a key file into keys: each is a 16-byte name and the
-// secret derived from the rest. It never retains data, which the caller
-// should clear. Errors carry no path; the caller adds it.
-func parseKeyFile(data []byte, keySize int, created time.Time) ([]*Key, int, error) {
-	size, err := keySizeOf(len(data), keySize)
+// keyFile is one parsed key file: its keys in file order, and which of them
+// seals when the file is the first one loaded.
+type keyFile struct {
+	keys   []*Key
+	size   int
+	format KeyFileFormat
+	seal   int
+}
+
+// ringOrder returns the file's keys in ring order: the sealing key first, then
+// the others newest first.
+func (f keyFile) ringOrder() []*Key {
+	out := []*Key{f.keys[f.seal]}
+	if f.format == FormatBinary {
+		return append(out, f.keys[1:]...)
+	}
+	for i := len(f.keys) - 1; i >= 0; i-- {
+		if i != f.seal {
+			out = append(out, f.keys[i])
+		}
+	}
+	return out
+}
+
+// parseKeyFile splits a key file, in either layout (see KeyFileFormat), into
+// keys: each is a 16-byte name and the secret derived from the rest. keySize
+// 0 infers the key size. It never retains data, which the caller should
+// clear. Errors carry no path; the caller adds it.
+func parseKeyFile(data []byte, keySize int, created time.Time) (keyFile, error) {
+	if !isBase64Lines(data) {
+		return parseBinaryKeys(data, keySize, created)
+	}
+	raw, size, err := decodeBase64Lines(data, keySize)
+	defer clear(raw)
 	if err != nil {
+		return keyFile{}, err
+	}
+	f, err := parseBinaryKeys(raw, size, created)
+	if err != nil {
+		return keyFile{}, err
+	}
+	f.format = FormatBase64
+	f.seal = max(len(f.keys)-2, 0)
+	return f, nil
+}
+
+// isBase64Lines reports whether data holds nothing but base64 characters and
+// line breaks, and at least one base64 character.
+func isBase64Lines(data []byte) bool {
+	seen := false
+	for _, c := range data {
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/', c == '=':
+			seen = true
+		case c == '\n', c == '\r':
+		default:
+			return false
+		}
+	}
+	return seen
+}
+
+// decodeBase64Lines decodes one key per line and returns the keys
+// concatenated and their size. The caller clears the result.
+func decodeBase64Lines(data []byte, keySize int) ([]byte, int, error) {
+	var raw []byte
+	size, n := keySize, 0
+	buf := make([]byte, base64.StdEncoding.DecodedLen(len(data)))
+	defer clear(buf)
+	fail := func(err error) ([]byte, int, error) {
+		clear(raw)
 		return nil, 0, err
 	}
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			continue
+		}
+		m, err := base64.StdEncoding.Decode(buf, line)
+		if err != nil {
+			return fail(fmt.Errorf("line %d: not a base64 key: %w", i+1, err))
+		}
+		switch {
+		case m != KeySize48 && m != KeySize80:
+			return fail(fmt.Errorf("line %d: key of %d bytes: want 48 or 80", i+1, m))
+		case size == 0:
+			size = m
+		case m != size:
+			return fail(fmt.Errorf("line %d: %d-byte key in a file of %d-byte keys: one size per file, as HAProxy requires", i+1, m, size))
+		}
+		if n++; n > MaxKeys {
+			return fail(fmt.Errorf("more than the %d keys a ring holds", MaxKeys))
+		}
+		raw = append(raw, buf[:m]...)
+	}
+	if n == 0 {
+		return fail(errors.New("file has no keys: want one base64 key per line"))
+	}
+	return raw, size, nil
+}
+
+// parseBinaryKeys splits concatenated binary keys.
+func parseBinaryKeys(data []byte, keySize int, created time.Time) (keyFile, error) {
+	size, err := keySizeOf(len(data), keySize)
+	if err != nil {
+		return keyFile{}, err
+	}
 	if n := len(data) / size; n > MaxKeys {
-		return nil, 0, fmt.Errorf("%d keys is more than the %d a ring holds", n, MaxKeys)
+		return keyFile{}, fmt.Errorf("%d keys is more than the %d a ring holds", n, MaxKeys)
 	}
 	keys := make([]*Key, 0, len(data)/size)
 	for off := 0; off < len(data); off += size {
@@ -112,16 +238,16 @@ func parseKeyFile(data []byte, keySize int, created time.Time) ([]*Key, int, err
 		for _, prev := range keys {
 			if prev.Name == k.Name {
 				zeroKeys(keys)
-				return nil, 0, fmt.Errorf("key %d has the same name %s as an earlier key", off/size, k.Name)
+				return keyFile{}, fmt.Errorf("key %d has the same name %s as an earlier key", off/size, k.Name)
 			}
 		}
 		if k.Secret, err = DeriveSecret(data[off+NameSize : off+size]); err != nil {
 			zeroKeys(keys)
-			return nil, 0, err
+			return keyFile{}, err
 		}
 		keys = append(keys, k)
 	}
-	return keys, size, nil
+	return keyFile{keys: keys, size: size, format: FormatBinary}, nil
 }
 
 // zeroKeys clears the secrets of keys that were never published.
@@ -133,9 +259,8 @@ func zeroKeys(keys []*Key) {
 
 // loadedFile is one key file as read from disk.
 type loadedFile struct {
+	keyFile
 	path    string
-	keys    []*Key
-	keySize int
 	modTime time.Time
 }
 
@@ -151,16 +276,17 @@ func loadKeyFiles(paths []string, keySize int) ([]loadedFile, error) {
 		return nil, err
 	}
 	for _, p := range paths {
-		data, fi, err := readSecretFile(p, maxKeyFileSize)
+		data, fi, err := ReadSecretFile(p, int64(maxKeyFileSize))
 		if err != nil {
 			return fail(err)
 		}
-		keys, size, err := parseKeyFile(data, keySize, fi.ModTime())
+		kf, err := parseKeyFile(data, keySize, fi.ModTime())
 		clear(data)
 		if err != nil {
 			return fail(fmt.Errorf("ticketkeys: key file %q: %w", p, err))
 		}
-		out = append(out, loadedFile{path: p, keys: keys, keySize: size, modTime: fi.ModTime()})
+		out = append(out, loadedFile{keyFile: kf, path: p, modTime: fi.ModTime()})
+		keys := kf.keys
 		for _, k := range keys {
 			for _, lf := range out[:len(out)-1] {
 				for _, prev := range lf.keys {
@@ -178,25 +304,46 @@ func loadKeyFiles(paths []string, keySize int) ([]loadedFile, error) {
 }
 
 // GenerateKeyFile writes count random keys of size bytes each (KeySize48 or
-// KeySize80) to w, in the layout nginx and FileSource read. rnd nil means
-// crypto/rand.Reader.
+// KeySize80) to w in format (FormatBase64 if empty), the layouts HAProxy
+// (base64) and nginx (binary) read and FileSource reads both. A binary file
+// whose size would be ambiguous (5 48-byte or 3 80-byte keys are both 240
+// bytes) is refused: every file it writes loads without a key size. rnd nil
+// means crypto/rand.Reader.
 //
 // Warning: the output is the raw key material. Whoever reads it can decrypt
 // every session ticket sealed with these keys; write it only to a file that
 // its owner alone can read (see WriteKeyFile).
-func GenerateKeyFile(w io.Writer, size, count int, rnd io.Reader) error {
+func GenerateKeyFile(w io.Writer, format KeyFileFormat, size, count int, rnd io.Reader) error {
 	if size != KeySize48 && size != KeySize80 {
 		return fmt.Errorf("ticketkeys: key size %d is not allowed: want 48 or 80", size)
 	}
 	if count < 1 || count > MaxKeys {
 		return fmt.Errorf("ticketkeys: key count must be 1..%d, got %d", MaxKeys, count)
 	}
+	switch format {
+	case "", FormatBase64:
+	case FormatBinary:
+		if (size*count)%(KeySize48*KeySize80/16) == 0 {
+			return fmt.Errorf("ticketkeys: %d binary keys of %d bytes would be ambiguous: %d bytes split into either 48- or 80-byte keys; use the base64 format or another count", count, size, size*count)
+		}
+	default:
+		return fmt.Errorf("ticketkeys: key file format %q: want base64 or binary", format)
+	}
 	buf := make([]byte, size*count)
 	defer clear(buf)
 	if _, err := io.ReadFull(randReader(rnd), buf); err != nil {
 		return fmt.Errorf("ticketkeys: generating key file: %w", err)
 	}
-	if _, err := w.Write(buf); err != nil {
+	out := buf
+	if format != FormatBinary {
+		out = make([]byte, 0, count*(base64.StdEncoding.EncodedLen(size)+1))
+		defer func() { clear(out) }()
+		for off := 0; off < len(buf); off += size {
+			out = base64.StdEncoding.AppendEncode(out, buf[off:off+size])
+			out = append(out, '\n')
+		}
+	}
+	if _, err := w.Write(out); err != nil {
 		return fmt.Errorf("ticketkeys: writing key file: %w", err)
 	}
 	return nil
@@ -206,7 +353,7 @@ func GenerateKeyFile(w io.Writer, size, count int, rnd io.Reader) error {
 // GenerateKeyFile. It writes a temporary file in the same directory and
 // renames it over path, so a watching FileSource never reads half a file. An
 // existing file at path is replaced.
-func WriteKeyFile(path string, size, count int, rnd io.Reader) (err error) {
+func WriteKeyFile(path string, format KeyFileFormat, size, count int, rnd io.Reader) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("ticketkeys: writing key file: %w", err)
@@ -221,7 +368,7 @@ func WriteKeyFile(path string, size, count int, rnd io.Reader) (err error) {
 	if err := f.Chmod(0o600); err != nil {
 		return fmt.Errorf("ticketkeys: writing key file: %w", err)
 	}
-	if err := GenerateKeyFile(f, size, count, rnd); err != nil {
+	if err := GenerateKeyFile(f, format, size, count, rnd); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -246,8 +393,10 @@ type KeyInfo struct {
 	Name string
 	// Size is the key's size in the file: 48 or 80.
 	Size int
-	// Sealing is true for the key that seals new tickets: the first key of
-	// the first file.
+	// Format is the file's layout.
+	Format KeyFileFormat
+	// Sealing is true for the key that seals new tickets: in the first
+	// file, its first key (binary) or its penultimate key (base64).
 	Sealing bool
 	// Modified is the file's modification time, used as the key's creation
 	// time.
@@ -277,11 +426,11 @@ func InspectFiles(cfg FileConfig) ([]KeyInfo, error) {
 		now = cfg.Now()
 	}
 	var out []KeyInfo
-	for _, lf := range files {
+	for n, lf := range files {
 		for i, k := range lf.keys {
 			out = append(out, KeyInfo{
-				Path: lf.path, Index: i, Name: k.Name.String(), Size: lf.keySize,
-				Sealing: len(out) == 0, Modified: lf.modTime, Age: now.Sub(lf.modTime),
+				Path: lf.path, Index: i, Name: k.Name.String(), Size: lf.size, Format: lf.format,
+				Sealing: n == 0 && i == lf.seal, Modified: lf.modTime, Age: now.Sub(lf.modTime),
 			})
 		}
 		zeroKeys(lf.keys)

@@ -58,7 +58,8 @@ func TestParseKeyFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			keys, size, err := parseKeyFile(tt.data, tt.keySize, created)
+			kf, err := parseKeyFile(tt.data, tt.keySize, created)
+			keys, size := kf.keys, kf.size
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
@@ -92,15 +93,15 @@ func TestParseKeyFileSizesDeriveDifferentSecrets(t *testing.T) {
 	// An 80-byte key and its first 48 bytes share a name but must not
 	// share a secret.
 	raw := rawKeys(80, 1, 7)
-	k80, _, err := parseKeyFile(raw, 0, time.Time{})
+	f80, err := parseKeyFile(raw, 0, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k48, _, err := parseKeyFile(raw[:48], 0, time.Time{})
+	f48, err := parseKeyFile(raw[:48], 0, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k80[0].Name != k48[0].Name || k80[0].Secret == k48[0].Secret {
+	if k80, k48 := f80.keys, f48.keys; k80[0].Name != k48[0].Name || k80[0].Secret == k48[0].Secret {
 		t.Error("48- and 80-byte keys with the same prefix must have the same name and different secrets")
 	}
 }
@@ -114,8 +115,11 @@ func FuzzParseKeyFile(f *testing.F) {
 	f.Add([]byte{}, 0)
 	f.Add(make([]byte, 96), 0) // duplicate all-zero names
 	f.Add([]byte("not a key"), 64)
+	f.Add(base64Lines(rawKeys(80, 3, 1), 80, "\n"), 0)
+	f.Add([]byte("QUJD\r\n\n===="), 0)
 	f.Fuzz(func(t *testing.T, data []byte, keySize int) {
-		keys, size, err := parseKeyFile(data, keySize, time.Time{})
+		kf, err := parseKeyFile(data, keySize, time.Time{})
+		keys, size := kf.keys, kf.size
 		if err != nil {
 			if keys != nil {
 				t.Fatal("keys returned with an error")
@@ -125,10 +129,10 @@ func FuzzParseKeyFile(f *testing.F) {
 		if size != KeySize48 && size != KeySize80 {
 			t.Fatalf("accepted key size %d", size)
 		}
-		if len(keys)*size != len(data) || len(keys) == 0 || len(keys) > MaxKeys {
+		if kf.format == FormatBinary && len(keys)*size != len(data) || len(keys) == 0 || len(keys) > MaxKeys {
 			t.Fatalf("%d keys of %d bytes from %d bytes", len(keys), size, len(data))
 		}
-		if _, err := NewRing(keys...); err != nil {
+		if _, err := NewRing(kf.ringOrder()...); err != nil {
 			t.Fatalf("parsed keys do not make a ring: %v", err)
 		}
 	})
@@ -202,7 +206,7 @@ func TestGenerateAndInspectKeyFile(t *testing.T) {
 			// 4 keys: 3 of 80 bytes would be 240 bytes, which needs
 			// KeySize (see TestInspectFilesAmbiguousNeedsKeySize).
 			const count = 4
-			if err := WriteKeyFile(path, size, count, &seqReader{}); err != nil {
+			if err := WriteKeyFile(path, FormatBinary, size, count, &seqReader{}); err != nil {
 				t.Fatal(err)
 			}
 			fi, err := os.Stat(path)
@@ -239,17 +243,21 @@ func TestGenerateAndInspectKeyFile(t *testing.T) {
 func TestGenerateKeyFileRejects(t *testing.T) {
 	tests := []struct {
 		name        string
+		format      KeyFileFormat
 		size, count int
 		wantErr     string
 	}{
-		{"size 64", 64, 1, "key size 64 is not allowed"},
-		{"count 0", 48, 0, "key count must be 1..64, got 0"},
-		{"count 65", 48, 65, "key count must be 1..64, got 65"},
+		{"size 64", "", 64, 1, "key size 64 is not allowed"},
+		{"count 0", "", 48, 0, "key count must be 1..64, got 0"},
+		{"count 65", "", 48, 65, "key count must be 1..64, got 65"},
+		{"unknown format", "pem", 48, 1, `key file format "pem": want base64 or binary`},
+		{"ambiguous binary 48", FormatBinary, 48, 5, "5 binary keys of 48 bytes would be ambiguous"},
+		{"ambiguous binary 80", FormatBinary, 80, 3, "3 binary keys of 80 bytes would be ambiguous"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			err := GenerateKeyFile(&buf, tt.size, tt.count, nil)
+			err := GenerateKeyFile(&buf, tt.format, tt.size, tt.count, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || buf.Len() != 0 {
 				t.Fatalf("error = %v (wrote %d bytes), want %q and nothing written", err, buf.Len(), tt.wantErr)
 			}

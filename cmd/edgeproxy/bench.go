@@ -13,13 +13,14 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/bench"
 )
 
-func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeproxy bench --targets host:port[,host:port...] [flags]\n\nfull vs resumed TLS handshakes, round robin over the targets\n\nflags:")
-		fs.PrintDefaults()
-	}
+var benchCommand = &command{
+	Name:  "bench",
+	Short: "full vs resumed TLS handshakes against one or several targets",
+	Long:  "bench measures full vs resumed TLS handshakes, round robin over the targets (--targets is required).",
+	Flags: benchFlags,
+}
+
+func benchFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
 	var (
 		targets  = fs.String("targets", "", "host:port[,host:port...] to connect to in round robin (required)")
 		mode     = fs.String("mode", "both", "full (every connection a new client), resume (clients come back with their session), or both")
@@ -35,87 +36,85 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		timeout  = fs.Duration("timeout", bench.DefaultTimeout, "bound on each connection")
 		quiet    = fs.Bool("quiet", false, "no progress display on standard error")
 	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q: targets go in --targets", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["duration"] && set["conns"] {
-		return errors.New("--duration and --conns exclude each other")
-	}
-	var modes []string
-	switch *mode {
-	case "both":
-		modes = []string{bench.ModeFull, bench.ModeResume}
-	case bench.ModeFull, bench.ModeResume:
-		modes = []string{*mode}
-	default:
-		return fmt.Errorf("--mode %q: must be full, resume or both", *mode)
-	}
-	v, err := bench.ParseVersion(*version)
-	if err != nil {
-		return fmt.Errorf("--tls %w", err)
-	}
-	cfg := bench.Config{
-		Targets: splitList(*targets), TLSVersion: v, Concurrency: *conc, Conns: *conns, Duration: *duration,
-		ServerName: *sni, Insecure: *insecure, HTTP: *httpGet, Timeout: *timeout,
-	}
-	if *conns > 0 {
-		cfg.Duration = 0
-	}
-	if len(cfg.Targets) == 0 {
-		fs.Usage()
-		return errors.New("--targets is required")
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	tty := bench.IsTerminal(stderr)
-	var results []*bench.Result
-	var runErr error
-	for _, m := range modes {
-		c := cfg
-		c.Mode = m
-		if !*quiet {
-			p := &bench.ProgressWriter{W: stderr, TTY: tty, Label: m}
-			c.Progress = p.Update
+	return func(args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unexpected arguments %q: targets go in --targets", args)
 		}
-		r, err := bench.Run(ctx, c)
-		if r != nil {
-			results = append(results, r)
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["duration"] && set["conns"] {
+			return errors.New("--duration and --conns exclude each other")
 		}
+		var modes []string
+		switch *mode {
+		case "both":
+			modes = []string{bench.ModeFull, bench.ModeResume}
+		case bench.ModeFull, bench.ModeResume:
+			modes = []string{*mode}
+		default:
+			return fmt.Errorf("--mode %q: must be full, resume or both", *mode)
+		}
+		v, err := bench.ParseVersion(*version)
 		if err != nil {
-			runErr = err
-			break
+			return fmt.Errorf("--tls %w", err)
 		}
-	}
-	if len(results) > 0 {
-		write := bench.WriteText
-		if *jsonOut {
-			write = bench.WriteJSON
+		cfg := bench.Config{
+			Targets: splitList(*targets), TLSVersion: v, Concurrency: *conc, Conns: *conns, Duration: *duration,
+			ServerName: *sni, Insecure: *insecure, HTTP: *httpGet, Timeout: *timeout,
 		}
-		if err := write(stdout, results...); err != nil {
+		if *conns > 0 {
+			cfg.Duration = 0
+		}
+		if len(cfg.Targets) == 0 {
+			return errors.New("--targets is required")
+		}
+		if err := cfg.Validate(); err != nil {
 			return err
 		}
-		if *chart != "" {
-			if err := writeChart(*chart, results); err != nil {
-				return err
+
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		tty := bench.IsTerminal(stderr)
+		var results []*bench.Result
+		var runErr error
+		for _, m := range modes {
+			c := cfg
+			c.Mode = m
+			if !*quiet {
+				p := &bench.ProgressWriter{W: stderr, TTY: tty, Label: m}
+				c.Progress = p.Update
 			}
-			if !*jsonOut {
-				fmt.Fprintf(stdout, "chart: %s\n", *chart)
+			r, err := bench.Run(ctx, c)
+			if r != nil {
+				results = append(results, r)
+			}
+			if err != nil {
+				runErr = err
+				break
 			}
 		}
+		if len(results) > 0 {
+			write := bench.WriteText
+			if *jsonOut {
+				write = bench.WriteJSON
+			}
+			if err := write(stdout, results...); err != nil {
+				return err
+			}
+			if *chart != "" {
+				if err := writeChart(*chart, results); err != nil {
+					return err
+				}
+				if !*jsonOut {
+					fmt.Fprintf(stdout, "chart: %s\n", *chart)
+				}
+			}
+		}
+		if errors.Is(runErr, context.Canceled) {
+			return errors.New("interrupted: results cover what ran")
+		}
+		return runErr
 	}
-	if errors.Is(runErr, context.Canceled) {
-		return errors.New("interrupted: results cover what ran")
-	}
-	return runErr
 }
 
 func writeChart(path string, results []*bench.Result) error {

@@ -16,15 +16,16 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/demo"
 )
 
-func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgeproxy demo [flags]\n\nan upstream, proxy nodes sharing resumption and a short benchmark, all on loopback\n\nflags:")
-		fs.PrintDefaults()
-	}
+var demoCommand = &command{
+	Name:  "demo",
+	Short: "an upstream, 3 nodes sharing resumption and a benchmark, on loopback",
+	Long:  "demo runs an upstream, proxy nodes sharing resumption and a short benchmark, all on loopback.",
+	Flags: demoFlags,
+}
+
+func demoFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
 	var (
-		mode       = fs.String("mode", demo.DefaultMode, "resumption shared by the nodes: tickets or off")
+		mode       = fs.String("mode", demo.DefaultMode, "resumption of the nodes: tickets, sticky, off, redis (with --redis) or memcached (with --memcached)")
 		redis      = fs.String("redis", "", "Redis address for --mode redis")
 		memcached  = fs.String("memcached", "", "memcached address for --mode memcached")
 		nodes      = fs.Int("nodes", demo.DefaultNodes, "proxy nodes")
@@ -36,35 +37,34 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		admin      = fs.Bool("admin", true, "start each node's admin listener (/metrics) on a free loopback port")
 		verbose    = fs.Bool("verbose", false, "print the nodes' logs on standard error")
 	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	v, err := bench.ParseVersion(*version)
-	if err != nil {
-		return fmt.Errorf("--tls %w", err)
-	}
-	logger := zap.NewNop()
-	if *verbose {
-		if logger, err = app.NewLogger(config.Log{Format: "console", Level: "info"}); err != nil {
+	return func(args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unexpected arguments: %q", args)
+		}
+		v, err := bench.ParseVersion(*version)
+		if err != nil {
+			return fmt.Errorf("--tls %w", err)
+		}
+		logger := zap.NewNop()
+		if *verbose {
+			if logger, err = app.NewLogger(config.Log{Format: "console", Level: "info"}); err != nil {
+				return err
+			}
+		}
+		opts := demo.Options{
+			FleetOptions: demo.FleetOptions{Mode: *mode, Redis: *redis, Memcached: *memcached, Nodes: *nodes, Admin: *admin, Logger: logger},
+			TLSVersion:   v, BenchDuration: *benchTime, BenchConns: *benchConns, Concurrency: *conc, Serve: *duration,
+			Progress: stderr, ProgressTTY: bench.IsTerminal(stderr),
+		}
+		if *benchConns > 0 {
+			opts.BenchDuration = 0
+		}
+		if err := opts.Validate(); err != nil {
 			return err
 		}
-	}
-	opts := demo.Options{
-		FleetOptions: demo.FleetOptions{Mode: *mode, Redis: *redis, Memcached: *memcached, Nodes: *nodes, Admin: *admin, Logger: logger},
-		TLSVersion:   v, BenchDuration: *benchTime, BenchConns: *benchConns, Concurrency: *conc, Serve: *duration,
-		Progress: stderr, ProgressTTY: bench.IsTerminal(stderr),
-	}
-	if *benchConns > 0 {
-		opts.BenchDuration = 0
-	}
-	if err := opts.Validate(); err != nil {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		_, err = demo.Run(ctx, opts, stdout)
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	_, err = demo.Run(ctx, opts, stdout)
-	return err
 }

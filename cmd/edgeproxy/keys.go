@@ -13,110 +13,113 @@ import (
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
-func runKeys(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: edgeproxy keys gen [--size 80|48] [--count N] [--out FILE]\n       edgeproxy keys kek --out FILE\n       edgeproxy keys inspect [--size 80|48] FILE...")
-		return errUsage
-	}
-	switch args[0] {
-	case "gen":
-		return keysGen(args[1:], stdout, stderr)
-	case "inspect":
-		return keysInspect(args[1:], stdout, stderr)
-	case "kek":
-		return keysKEK(args[1:], stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "edgeproxy keys: unknown subcommand %q (want gen or inspect)\n", args[0])
-	return errUsage
+var keysGenCommand = &command{
+	Name:  "gen",
+	Short: "write a ticket key file (HAProxy base64 lines, or nginx binary)",
+	Long: `gen writes ticket keys (80 or 48 bytes per key) to --out with mode 0600 or to
+standard output: by default as HAProxy's tls-ticket-keys file (one base64 key
+per line; the penultimate key seals), with --format binary as nginx's
+ssl_session_ticket_key layout (the first key seals). Every file it writes loads
+in serve without further options. To rotate, see README: Sharing ticket keys
+between nodes.`,
+	Flags: keysGenFlags,
 }
 
-func keysGen(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys gen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (nginx AES-256) or 48 (nginx AES-128)")
+var keysInspectCommand = &command{
+	Name:         "inspect",
+	Args:         "FILE...",
+	Short:        "list the keys of ticket key files: names, sizes, roles, age; never the secret",
+	Flags:        keysInspectFlags,
+	Interspersed: true,
+}
+
+var keysKEKCommand = &command{
+	Name:  "kek",
+	Args:  "--out FILE",
+	Short: "write a key-encryption key for the redis ticket key source",
+	Flags: keysKEKFlags,
+}
+
+func keysGenFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
+	format := fs.String("format", string(ticketkeys.FormatBase64), "layout: base64 (HAProxy tls-ticket-keys, one key per line; the penultimate key seals) or binary (nginx; the first key seals)")
+	size := fs.Int("size", ticketkeys.KeySize80, "bytes per key: 80 (AES-256) or 48 (AES-128)")
 	count := fs.Int("count", 1, "number of keys")
 	out := fs.String("out", "", "file to write with mode 0600 (default: standard output, refused on a terminal)")
 	force := fs.Bool("force", false, "replace an existing --out file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *out == "" {
-		if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stdout == os.Stdout {
-			return errors.New("refusing to write raw key bytes to a terminal: use --out FILE or redirect")
+	return func(args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unexpected arguments: %q", args)
 		}
-		return ticketkeys.GenerateKeyFile(stdout, *size, *count, nil)
+		if *out == "" {
+			if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stdout == os.Stdout {
+				return errors.New("refusing to write raw key bytes to a terminal: use --out FILE or redirect")
+			}
+			return ticketkeys.GenerateKeyFile(stdout, ticketkeys.KeyFileFormat(*format), *size, *count, nil)
+		}
+		if _, err := os.Lstat(*out); err == nil && !*force {
+			return fmt.Errorf("%s exists: use --force to replace it (running nodes reload it and lose its keys)", *out)
+		}
+		if err := ticketkeys.WriteKeyFile(*out, ticketkeys.KeyFileFormat(*format), *size, *count, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote %d %s key(s) of %d bytes to %s (mode 0600)\n", *count, *format, *size, *out)
+		return nil
 	}
-	if _, err := os.Lstat(*out); err == nil && !*force {
-		return fmt.Errorf("%s exists: use --force to replace it (running nodes reload it and lose its keys)", *out)
-	}
-	if err := ticketkeys.WriteKeyFile(*out, *size, *count, nil); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "wrote %d key(s) of %d bytes to %s (mode 0600)\n", *count, *size, *out)
-	return nil
 }
 
-func keysInspect(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only when a file's size is a multiple of both (240, 480, ...)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: edgeproxy keys inspect [--size 80|48] FILE...")
-		return errUsage
-	}
-	infos, err := ticketkeys.InspectFiles(ticketkeys.FileConfig{Paths: fs.Args(), KeySize: *size})
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FILE\tINDEX\tNAME\tSIZE\tROLE\tFILE AGE")
-	for _, k := range infos {
-		role := "opens"
-		if k.Sealing {
-			role = "seals+opens"
+func keysInspectFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
+	size := fs.Int("size", 0, "bytes per key, 48 or 80; needed only for a binary file whose size is a multiple of both (240, 480, ...)")
+	return func(args []string) error {
+		if len(args) == 0 {
+			return errUsage
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", k.Path, k.Index, k.Name, k.Size, role, k.Age.Round(time.Second))
+		infos, err := ticketkeys.InspectFiles(ticketkeys.FileConfig{Paths: args, KeySize: *size})
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "FILE\tINDEX\tNAME\tSIZE\tROLE\tFILE AGE")
+		for _, k := range infos {
+			role := "opens"
+			if k.Sealing {
+				role = "seals+opens"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", k.Path, k.Index, k.Name, k.Size, role, k.Age.Round(time.Second))
+		}
+		return tw.Flush()
 	}
-	return tw.Flush()
 }
 
 // keysKEK writes a key-encryption key for the redis ticket key source.
-func keysKEK(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys kek", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func keysKEKFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
 	out := fs.String("out", "", "file to write with mode 0600 (required)")
 	force := fs.Bool("force", false, "replace an existing file (every node then fails to open the keys stored under the old one)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(args []string) error {
+		if *out == "" || len(args) > 0 {
+			return errUsage
+		}
+		flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+		if *force {
+			flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		}
+		f, err := os.OpenFile(*out, flags, 0o600)
+		if err != nil {
+			return err
+		}
+		kek := make([]byte, ticketkeys.KEKSize)
+		defer clear(kek)
+		if _, err := rand.Read(kek); err != nil {
+			f.Close()
+			return err
+		}
+		if _, err := f.Write(kek); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote a %d-byte key-encryption key to %s (mode 0600); give every node the same file\n", ticketkeys.KEKSize, *out)
+		return nil
 	}
-	if *out == "" {
-		fmt.Fprintln(stderr, "usage: edgeproxy keys kek --out FILE")
-		return errUsage
-	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if *force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	}
-	f, err := os.OpenFile(*out, flags, 0o600)
-	if err != nil {
-		return err
-	}
-	kek := make([]byte, ticketkeys.KEKSize)
-	defer clear(kek)
-	if _, err := rand.Read(kek); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(kek); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "wrote a %d-byte key-encryption key to %s (mode 0600); give every node the same file\n", ticketkeys.KEKSize, *out)
-	return nil
 }

@@ -1,72 +1,54 @@
 // Command edgeproxy is a TLS-terminating reverse proxy whose TLS sessions
 // resume across a fleet of nodes.
 //
-//	edgeproxy serve [--config FILE] [flags]   run the proxy
-//	edgeproxy config check FILE               validate a configuration file
-//	edgeproxy keys gen|inspect                make and inspect ticket key files
+//	edgeproxy serve [flags]                   run the proxy
+//	edgeproxy config check FILE...            load configuration files as serve would, without listening
+//	edgeproxy keys gen|inspect|kek            make and inspect ticket key files and key-encryption keys
 //	edgeproxy upstream [--listen ADDR]        run the small demo upstream app
+//	edgeproxy demo|bench|probe                see resumption work, measure it, probe a server
+//	edgeproxy version [--json]                version, commit and Go version
+//	edgeproxy healthcheck [--url URL]         exit 0 if the URL answers 2xx (container HEALTHCHECK)
+//	edgeproxy completion bash|zsh|fish        shell completion script
+//
+// Every command prints its usage on stdout and exits 0 with -h or --help;
+// unknown commands and flags exit 2.
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 )
 
-type command struct {
-	name    string
-	summary string
-	run     func(args []string, stdout, stderr io.Writer) error
-}
-
-func commands() []command {
-	return []command{
-		{"serve", "run the proxy", runServe},
-		{"config", "config check FILE: validate a configuration file", runConfig},
-		{"keys", "keys gen|inspect: make and inspect ticket key files", runKeys},
-		{"upstream", "run the small demo upstream application", runUpstream},
-		{"demo", "an upstream, 3 nodes sharing resumption and a benchmark, on loopback", runDemo},
-		{"bench", "full vs resumed TLS handshakes against one or several targets", runBench},
-		{"probe", "probe HOST:PORT: what a server does with tickets, session IDs, resumption", runProbe},
+func root() *command {
+	r := &command{
+		Name:  "edgeproxy",
+		Short: "edgeproxy terminates TLS in front of HTTP upstreams; TLS sessions resume across the fleet.",
+		Sub: []*command{
+			serveCommand,
+			{Name: "config", Short: "check configuration files", Sub: []*command{configCheckCommand}},
+			{Name: "keys", Short: "make and inspect ticket key files", Sub: []*command{keysGenCommand, keysInspectCommand, keysKEKCommand}},
+			upstreamCommand,
+			demoCommand,
+			benchCommand,
+			probeCommand,
+			versionCommand,
+			healthcheckCommand,
+			{Name: "completion", Short: "print a shell completion script", Sub: completionCommands()},
+		},
 	}
+	r.Sub = append(r.Sub, completeCommand(r))
+	return r
 }
-
-// errUsage means the command printed its usage; exit 2 without more text.
-var errUsage = errors.New("usage")
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run is the whole command line as a function of its arguments and output
+// streams; it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stderr)
-		return 2
+	if len(args) > 0 && args[0] == "--version" {
+		args = []string{"version"}
 	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			err := c.run(args[1:], stdout, stderr)
-			switch {
-			case err == nil:
-				return 0
-			case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
-				return 2
-			}
-			fmt.Fprintf(stderr, "edgeproxy %s: %v\n", c.name, err)
-			return 1
-		}
-	}
-	fmt.Fprintf(stderr, "edgeproxy: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return 2
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: edgeproxy COMMAND [flags]\n\ncommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nrun 'edgeproxy COMMAND -h' for a command's flags")
+	return dispatch(root(), nil, args, stdout, stderr)
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -42,7 +45,7 @@ func TestConfigCheck(t *testing.T) {
 func TestKeysGenInspect(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "ticket.key")
-	if code, _, e := runCmd(t, "keys", "gen", "--out", f, "--size", "48", "--count", "2"); code != 0 {
+	if code, _, e := runCmd(t, "keys", "gen", "--format", "binary", "--out", f, "--size", "48", "--count", "2"); code != 0 {
 		t.Fatalf("keys gen: %d %s", code, e)
 	}
 	fi, err := os.Stat(f)
@@ -74,5 +77,47 @@ func TestKeysGenInspect(t *testing.T) {
 	}
 	if fi, err := os.Stat(kek); err != nil || fi.Size() != 32 || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("kek file: %v %v", err, fi)
+	}
+}
+
+// TestConfigCheckLoadsFiles: config check fails, naming each, on what serve
+// would fail on at start: a missing certificate, a key that does not match
+// its certificate, a ticket key file others can read.
+func TestConfigCheckLoadsFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certA, keyA := testserver.WriteCertFiles(t, dir, "a")
+	_, keyB := testserver.WriteCertFiles(t, dir, "b")
+	keys := filepath.Join(dir, "ticket.key")
+	if code, _, e := runCmd(t, "keys", "gen", "--out", keys); code != 0 {
+		t.Fatalf("keys gen: %d %s", code, e)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, fmt.Appendf(nil, "tls: {certificates: [{cert: %q, key: %q}]}\nresumption: {ticket_keys: {source: file, files: [%q]}}\nroutes: [{upstreams: [\"http://127.0.0.1:8080\"]}]\n", certA, keyA, keys), 0o600)
+	if code, o, e := runCmd(t, "config", "check", good); code != 0 || o != good+": ok\n" {
+		t.Fatalf("good config: code %d, %q %q", code, o, e)
+	}
+
+	readable := filepath.Join(dir, "readable.key")
+	if code, _, e := runCmd(t, "keys", "gen", "--out", readable); code != 0 {
+		t.Fatalf("keys gen: %d %s", code, e)
+	}
+	os.Chmod(readable, 0o644)
+	missing := filepath.Join(dir, "missing.crt")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, fmt.Appendf(nil, "tls: {certificates: [{cert: %q, key: %q}, {cert: %q, key: %q}]}\nresumption: {ticket_keys: {source: file, files: [%q]}}\nroutes: [{upstreams: [\"http://127.0.0.1:8080\"]}]\n", missing, keyA, certA, keyB, readable), 0o600)
+	code, o, e := runCmd(t, "config", "check", good, bad)
+	if code != 1 || o != good+": ok\n" {
+		t.Fatalf("good and bad config: code %d, stdout %q; want 1 and the good file ok", code, o)
+	}
+	for _, want := range []string{
+		bad + `: tls.certificates[0].cert: "` + missing + `": no such file or directory`,
+		bad + `: tls.certificates[1]: cert "` + certA + `", key "` + keyB + `": tls: private key does not match public key`,
+		bad + `: resumption.ticket_keys.files[0]: ticketkeys: key file "` + readable + `" has mode 0644`,
+		"1 of 2 file(s) have problems",
+	} {
+		if !strings.Contains(e, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, e)
+		}
 	}
 }

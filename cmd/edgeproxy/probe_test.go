@@ -41,7 +41,7 @@ func TestProbeCommandErrors(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	if code, o, e := runCmd(t, "probe", dead, "--no-openssl", "--tls", "1.2"); code != 1 || !strings.Contains(e, "no TLS handshake succeeded") || !strings.Contains(o, "not supported") {
+	if code, o, e := runCmd(t, "probe", dead, "--no-openssl", "--tls", "1.2"); code != 1 || !strings.Contains(e, "no TLS handshake succeeded") || !strings.Contains(o, "connection failed: ") {
 		t.Errorf("probe of a closed port: code %d, stdout %q, stderr %q", code, o, e)
 	}
 	if code, _, _ := runCmd(t, "probe"); code != 2 {

@@ -14,9 +14,16 @@ import (
 	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
-func runServe(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+var serveCommand = &command{
+	Name:  "serve",
+	Short: "run the proxy",
+	Long: `serve runs the proxy. Without --config and --upstream it serves a built-in
+demo app behind an in-memory self-signed certificate. Flags override the file,
+also at every reload (SIGHUP). SIGTERM and SIGINT drain for shutdown_timeout.`,
+	Flags: serveFlags,
+}
+
+func serveFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
 	var (
 		configPath = fs.String("config", "", "YAML configuration file (flags override it)")
 		listen     = fs.String("listen", config.DefaultListen, "TLS listen address")
@@ -33,80 +40,87 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		dev        = fs.Bool("dev", false, "human-readable console logs at debug level")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
 		pprof      = fs.Bool("pprof", false, "serve /debug/pprof on the admin listener")
+		adminToken = fs.String("admin-token-file", "", "file holding the bearer token the admin listener's pprof and DELETE /sessions/{id} require (mode 0600)")
+		adminHosts = fs.String("admin-hosts", "", "names, comma-separated, the admin listener accepts in a Host header besides IP literals and localhost")
 	)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["cert"] != set["key"] {
-		return fmt.Errorf("--cert and --key go together")
-	}
+	return func(args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unexpected arguments: %q", args)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["cert"] != set["key"] {
+			return fmt.Errorf("--cert and --key go together")
+		}
 
-	// overrides applies the flags that were given on top of a loaded file,
-	// at start and at every reload.
-	overrides := func(c *config.Config) {
-		if set["listen"] || c.Listen == "" {
-			c.Listen = *listen
-		}
-		if set["upstream"] {
-			c.Routes = []proxy.RouteConfig{{Upstreams: splitList(*upstream)}}
-		}
-		if set["cert"] {
-			c.TLS.Certificates = []proxy.CertConfig{{Cert: *cert, Key: *key}}
-		}
-		if set["admin"] {
-			c.Admin = admin
-		}
-		if set["min-tls"] {
-			c.TLS.MinVersion = *minTLS
-		}
-		if set["resumption"] {
-			c.Resumption.Mode = *mode
-		}
-		if set["ticket-keys"] {
-			c.Resumption.TicketKeys.Source = "file"
-			c.Resumption.TicketKeys.Files = splitList(*ticketKeys)
-		}
-		if set["redis"] {
-			c.Resumption.Redis.Addrs = splitList(*redisAddrs)
-			if !set["resumption"] {
-				c.Resumption.Mode = "redis"
+		// overrides applies the flags that were given on top of a loaded file,
+		// at start and at every reload.
+		overrides := func(c *config.Config) {
+			if set["listen"] || c.Listen == "" {
+				c.Listen = *listen
+			}
+			if set["upstream"] {
+				c.Routes = []proxy.RouteConfig{{Upstreams: splitList(*upstream)}}
+			}
+			if set["cert"] {
+				c.TLS.Certificates = []proxy.CertConfig{{Cert: *cert, Key: *key}}
+			}
+			if set["admin"] {
+				c.Admin = admin
+			}
+			if set["min-tls"] {
+				c.TLS.MinVersion = *minTLS
+			}
+			if set["resumption"] {
+				c.Resumption.Mode = *mode
+			}
+			if set["ticket-keys"] {
+				c.Resumption.TicketKeys.Source = "file"
+				c.Resumption.TicketKeys.Files = splitList(*ticketKeys)
+			}
+			if set["redis"] {
+				c.Resumption.Redis.Addrs = splitList(*redisAddrs)
+				if !set["resumption"] {
+					c.Resumption.Mode = "redis"
+				}
+			}
+			if set["memcached"] {
+				c.Resumption.Memcached.Servers = splitList(*memcached)
+				if !set["resumption"] {
+					c.Resumption.Mode = "memcached"
+				}
+			}
+			if set["session-lifetime"] {
+				c.Resumption.SessionLifetime = *lifetime
+			}
+			if set["log-level"] {
+				c.Log.Level = *logLevel
+			}
+			if *dev {
+				c.Log.Format = "console"
+				if c.Log.Level == "" {
+					c.Log.Level = "debug"
+				}
+			}
+			if set["pprof"] {
+				c.Pprof = *pprof
+			}
+			if set["admin-token-file"] {
+				c.AdminTokenFile = *adminToken
+			}
+			if set["admin-hosts"] {
+				c.AdminHosts = splitList(*adminHosts)
 			}
 		}
-		if set["memcached"] {
-			c.Resumption.Memcached.Servers = splitList(*memcached)
-			if !set["resumption"] {
-				c.Resumption.Mode = "memcached"
-			}
-		}
-		if set["session-lifetime"] {
-			c.Resumption.SessionLifetime = *lifetime
-		}
-		if set["log-level"] {
-			c.Log.Level = *logLevel
-		}
-		if *dev {
-			c.Log.Format = "console"
-			if c.Log.Level == "" {
-				c.Log.Level = "debug"
-			}
-		}
-		if set["pprof"] {
-			c.Pprof = *pprof
-		}
-	}
 
-	opts := app.Options{ConfigPath: *configPath, Overrides: overrides}
-	if *configPath == "" && !set["upstream"] {
-		opts.BuiltinUpstream = true
+		opts := app.Options{ConfigPath: *configPath, Overrides: overrides}
+		if *configPath == "" && !set["upstream"] {
+			opts.BuiltinUpstream = true
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return app.Run(ctx, opts, stdout)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return app.Run(ctx, opts, stdout)
 }
 
 func splitList(s string) []string {

@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/edgeproxy/edgeproxy/internal/buildinfo"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
 	"github.com/edgeproxy/edgeproxy/proxy"
@@ -66,6 +68,8 @@ type App struct {
 	admin    *proxy.Admin
 	builtin  *http.Server
 	builtinU string // URL of the built-in upstream
+	// adminToken is read from admin_token_file at New; never logged.
+	adminToken string
 
 	// mu protects cfg and handler, which Reload replaces.
 	mu       sync.Mutex
@@ -99,6 +103,7 @@ func New(opts Options) (*App, error) {
 			return nil, err
 		}
 	}
+	installRedisLogger(a.log)
 	if err := a.build(); err != nil {
 		a.closeBuiltin()
 		return nil, err
@@ -136,12 +141,18 @@ func (a *App) load() (*config.Config, error) {
 
 func (a *App) build() error {
 	cfg := a.cfg
+	var err error
+	if a.adminToken, err = readAdminToken(cfg.AdminTokenFile); err != nil {
+		return err
+	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := a.reg.Register(buildinfo.NewCollector()); err != nil {
+		return fmt.Errorf("registering build info: %w", err)
+	}
 	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
 	a.resMetrics = resumption.NewMetrics(a.reg)
 	a.statefulMetrics = resumption.NewStatefulMetrics(a.reg)
 
-	var err error
 	if len(cfg.TLS.Certificates) > 0 {
 		a.certs, err = proxy.LoadCerts(cfg.TLS.Certificates)
 	} else {
@@ -252,10 +263,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
-	access := a.log.Named("access")
-	if cfg.Log.Access != nil && !*cfg.Log.Access {
-		access = nil
-	}
+	access := accessLogger(cfg.Log, a.log, nil)
 	var covered func(serverName, host string) bool
 	if cfg.TLS.StrictSNIHost {
 		covered = a.certs.Covers
@@ -271,6 +279,7 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 		ProxyHeaders:          []string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)},
 		KeepUnderscoreHeaders: cfg.UnderscoresInHeaders,
 		RequestHook:           requestHook(sessionIDHeader(cfg)),
+		AccessFormat:          proxy.AccessFormat(cfg.Log.AccessFormat),
 	})
 }
 
@@ -287,6 +296,9 @@ func (a *App) Start() error {
 		Ready:    a.ready,
 		Pprof:    a.cfg.Pprof,
 		Handlers: map[string]http.Handler{"DELETE /sessions/{id}": a.revokeHandler()},
+		Token:    a.adminToken,
+		Hosts:    a.cfg.AdminHosts,
+		Timeouts: a.cfg.AdminTimeouts,
 		Logger:   a.log,
 	})
 	if err != nil {
@@ -297,6 +309,9 @@ func (a *App) Start() error {
 	fields := []zap.Field{zap.String("listen", a.server.Addr().String()), zap.String("resumption", a.sessions.mode)}
 	if admin != nil {
 		fields = append(fields, zap.String("admin", admin.Addr().String()))
+		if a.cfg.AdminTokenFile != "" {
+			fields = append(fields, zap.String("admin_token_file", a.cfg.AdminTokenFile))
+		}
 	}
 	if a.builtinU != "" {
 		fields = append(fields, zap.String("builtin_upstream", a.builtinU))
@@ -369,6 +384,9 @@ func (a *App) Reload() error {
 	if cfg.Listen != prev.Listen || adminAddr(cfg) != adminAddr(prev) {
 		a.log.Warn("listen addresses change only on restart")
 	}
+	if cfg.AdminTokenFile != prev.AdminTokenFile || fmt.Sprint(cfg.AdminHosts, cfg.AdminTimeouts) != fmt.Sprint(prev.AdminHosts, prev.AdminTimeouts) {
+		a.log.Warn("admin settings change only on restart")
+	}
 	if cfg.Resumption.Mode != prev.Resumption.Mode || fmt.Sprint(cfg.Resumption.TicketKeys) != fmt.Sprint(prev.Resumption.TicketKeys) {
 		a.log.Warn("resumption mode and key source change only on restart")
 	}
@@ -381,6 +399,24 @@ func (a *App) Reload() error {
 	}
 	a.log.Info("reloaded")
 	return nil
+}
+
+// readAdminToken reads the admin bearer token from path, with the rules of
+// ticket key files (owner-only, small). Empty path: no token.
+func readAdminToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	data, _, err := ticketkeys.ReadSecretFile(path, 4<<10)
+	if err != nil {
+		return "", fmt.Errorf("admin_token_file: %w", err)
+	}
+	defer clear(data)
+	token := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	if token == "" {
+		return "", fmt.Errorf("admin_token_file: %q is empty", path)
+	}
+	return token, nil
 }
 
 // adminAddr is the admin listener address a configuration asks for.

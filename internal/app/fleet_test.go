@@ -73,7 +73,7 @@ func writeKeys(t *testing.T, path string, keys ...[]byte) {
 
 func newKey(t *testing.T) []byte {
 	var b bytes.Buffer
-	if err := ticketkeys.GenerateKeyFile(&b, ticketkeys.KeySize80, 1, nil); err != nil {
+	if err := ticketkeys.GenerateKeyFile(&b, ticketkeys.FormatBinary, ticketkeys.KeySize80, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()

@@ -137,7 +137,7 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 			RotateEvery: k.RotateEvery, Lifetime: lifetime, Logger: log, Metrics: m,
 		})
 	case "file":
-		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, Logger: log, Metrics: m})
+		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, KeySize: k.KeySize, Logger: log, Metrics: m})
 	case "redis":
 		store, err := redisstore.New(redisstore.Config{
 			Addrs:        k.Redis.Addrs,
@@ -189,6 +189,7 @@ func buildStateful(mode string, c config.Resumption, s *sessions, sm *resumption
 		s.close = append(s.close, st.Close)
 		shared = st
 	}
+	checkStore(mode, shared, log)
 	local, err := lru.New(lru.Config{MaxEntries: c.Store.LocalCache.MaxEntries, MaxBytes: c.Store.LocalCache.MaxBytes})
 	if err != nil {
 		return nil, fmt.Errorf("resumption.store.local_cache: %w", err)

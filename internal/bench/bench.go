@@ -39,6 +39,9 @@ const (
 	DefaultTimeout       = 10 * time.Second
 	DefaultDrainTimeout  = 2 * time.Second
 	DefaultProgressEvery = 250 * time.Millisecond
+	// DefaultMaxRefused, plus Concurrency, is the default for
+	// Config.MaxRefused.
+	DefaultMaxRefused = 10
 )
 
 // Config configures a Run. Only Targets is required.
@@ -86,6 +89,13 @@ type Config struct {
 	Progress func(Progress)
 	// ProgressEvery is the progress interval. If zero, DefaultProgressEvery.
 	ProgressEvery time.Duration
+	// MaxRefused is how many dials in a row, over all targets, may be
+	// refused before the run stops with a *RefusedError, so that a dead
+	// target fails fast instead of counting refusals until Duration ends.
+	// Workers dial the targets in turn, so while some target accepts, up to
+	// Concurrency refusals come between two accepted dials: the bound must
+	// exceed that. If zero, DefaultMaxRefused plus Concurrency.
+	MaxRefused int
 }
 
 func (c *Config) mode() string {
@@ -136,6 +146,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Conns < 0 {
 		add("conns: must be positive, got %d", c.Conns)
+	}
+	if c.MaxRefused < 0 {
+		add("max refused: must be positive, got %d", c.MaxRefused)
 	}
 	for name, d := range map[string]time.Duration{"duration": c.Duration, "timeout": c.Timeout,
 		"drain timeout": c.DrainTimeout, "progress interval": c.ProgressEvery} {
@@ -272,7 +285,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	r := newRunner(ctx, cfg)
-	return r.run()
+	defer r.cancel(nil)
+	res, err := r.run()
+	if re := (*RefusedError)(nil); errors.As(err, &re) {
+		return nil, err
+	}
+	return res, err
 }
 
 // VersionName returns "1.2" or "1.3".

@@ -126,7 +126,7 @@ func TestFullAgainstFleet(t *testing.T) {
 	if err := WriteText(&text, full, res); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"handshakes/s", "full / resumed / errors", "60 / 0 / 0", "latency p99", "bytes received / handshake", "client CPU share", "ratio"} {
+	for _, want := range []string{"handshakes/s", "full / resumed / errors", "60 / 0 / 0", "latency p99", "bytes received / handshake", "client CPU share", "resume ÷ full"} {
 		if !strings.Contains(text.String(), want) {
 			t.Fatalf("text report lacks %q:\n%s", want, text.String())
 		}

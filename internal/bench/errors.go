@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -20,6 +21,23 @@ type phaseError struct {
 
 func (e *phaseError) Error() string { return e.phase + ": " + e.err.Error() }
 func (e *phaseError) Unwrap() error { return e.err }
+
+// RefusedError stops a run whose dials were refused Dials times in a row:
+// nothing listens at the targets.
+type RefusedError struct {
+	// Dials is how many dials in a row were refused.
+	Dials int64
+	// Target is the address that refused the last one.
+	Target string
+	// Err is the last dial error.
+	Err error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("bench: %d connections in a row were refused, the last by %s: is the target running? (%v)", e.Dials, e.Target, e.Err)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
 
 // statusError is an HTTP response that was not 2xx or 3xx.
 type statusError struct{ line string }

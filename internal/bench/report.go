@@ -41,17 +41,26 @@ func (t table) write(b *strings.Builder) {
 
 // Speedup is how many times more handshakes per second b made than a (for
 // a full run a and a resume run b: what resumption buys). It is 0 when a
-// made none.
+// made none, or when b resumed none: then b measured full handshakes too,
+// and a ratio would pass noise off as a speed-up (#14).
 func Speedup(a, b *Result) float64 {
-	if a == nil || b == nil || a.HandshakesPerSecond() == 0 {
+	if a == nil || b == nil || a.HandshakesPerSecond() == 0 || b.Resumed == 0 {
 		return 0
 	}
 	return b.HandshakesPerSecond() / a.HandshakesPerSecond()
 }
 
+// noneResumed reports whether r is a resume run in which no handshake
+// resumed.
+func noneResumed(r *Result) bool {
+	return r.Mode == ModeResume && r.Resumed == 0 && r.Connections > 0
+}
+
 // WriteText writes the results side by side as a table a person reads: one
 // column per run, and with two runs (full, then resume) a column with the
-// ratio between them. Errors follow with an example message per kind.
+// ratio of the second to the first (resume ÷ full) for every figure, left
+// empty when the resume run resumed nothing. Errors follow with an example
+// message per kind.
 func WriteText(w io.Writer, results ...*Result) error {
 	if len(results) == 0 {
 		return nil
@@ -80,28 +89,27 @@ func WriteText(w io.Writer, results ...*Result) error {
 		}
 		tab = append(tab, cells)
 	}
-	ratio := func(f func(r *Result) float64, faster bool) string {
-		if !two {
+	// Every ratio is second ÷ first, so a reader never guesses the
+	// direction; latencies and bytes below 1x are what resumption saves.
+	ratios := two && !noneResumed(results[1])
+	ratio := func(f func(r *Result) float64) string {
+		if !ratios {
 			return ""
 		}
 		a, c := f(results[0]), f(results[1])
 		if a == 0 || c == 0 {
 			return ""
 		}
-		x := c / a
-		if faster {
-			x = a / c
-		}
-		return fmt.Sprintf("%.2fx", x)
+		return fmt.Sprintf("%.2fx", c/a)
 	}
 	row("", func(r *Result) string { return r.Mode }, func() string {
-		if two {
-			return "ratio"
+		if ratios {
+			return results[1].Mode + " ÷ " + results[0].Mode
 		}
 		return ""
 	}())
 	row("handshakes/s", func(r *Result) string { return fmt.Sprintf("%.1f", r.HandshakesPerSecond()) },
-		ratio(func(r *Result) float64 { return r.HandshakesPerSecond() }, false))
+		ratio(func(r *Result) float64 { return r.HandshakesPerSecond() }))
 	row("connections", func(r *Result) string { return fmt.Sprint(r.Connections) }, "")
 	row("full / resumed / errors", func(r *Result) string { return fmt.Sprintf("%d / %d / %d", r.Full, r.Resumed, r.Errors) }, "")
 	row("resumed", func(r *Result) string { return percent(r.ResumedRatio()) }, "")
@@ -121,12 +129,12 @@ func WriteText(w io.Writer, results ...*Result) error {
 		{"latency max", func(l Latency) time.Duration { return l.Max }},
 	} {
 		row(p.name, func(r *Result) string { return ms(p.get(r.Latency)) },
-			ratio(func(r *Result) float64 { return float64(p.get(r.Latency)) }, true))
+			ratio(func(r *Result) float64 { return float64(p.get(r.Latency)) }))
 	}
 	row("bytes sent / handshake", func(r *Result) string { return fmt.Sprintf("%.0f", bytesPer(r, false)) },
-		ratio(func(r *Result) float64 { return bytesPer(r, false) }, true))
+		ratio(func(r *Result) float64 { return bytesPer(r, false) }))
 	row("bytes received / handshake", func(r *Result) string { return fmt.Sprintf("%.0f", bytesPer(r, true)) },
-		ratio(func(r *Result) float64 { return bytesPer(r, true) }, true))
+		ratio(func(r *Result) float64 { return bytesPer(r, true) }))
 	row("client CPU time", func(r *Result) string { return fmt.Sprintf("%.2fs", r.ClientCPU.Seconds()) }, "")
 	row("client CPU share", func(r *Result) string { return fmt.Sprintf("%.0f%% of %d CPUs", 100*r.CPUShare(), r.CPUs) }, "")
 	tab.write(&b)
@@ -158,6 +166,9 @@ func writeNotes(b *strings.Builder, r *Result, prefix bool) {
 				b.WriteString("  (a self-signed server such as edgeproxy demo needs --insecure)\n")
 			}
 		}
+	}
+	if noneResumed(r) {
+		fmt.Fprintf(b, "%sresumed: none of %d connections: every handshake was full, so this run measured full handshakes and no ratio is shown\n", p, r.Connections)
 	}
 	if r.Warmup > 0 {
 		fmt.Fprintf(b, "%swarm-up: %d connection(s) to get a first session, not counted (%d failed)\n", p, r.Warmup, r.WarmupErrors)

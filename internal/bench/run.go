@@ -3,12 +3,14 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -16,8 +18,14 @@ import (
 type runner struct {
 	cfg     Config
 	abort   context.Context // connections in progress stop when it ends
+	cancel  context.CancelCauseFunc
 	targets []string
 	dialer  net.Dialer
+
+	// refusedRun counts dials refused since the last accepted one; at
+	// maxRefused the run stops with a *RefusedError.
+	refusedRun atomic.Int64
+	maxRefused int64
 
 	// Shared counters, for the bound and for progress only.
 	issued  atomic.Int64 // measured connections started (mode Conns)
@@ -31,12 +39,37 @@ type runner struct {
 }
 
 func newRunner(ctx context.Context, cfg Config) *runner {
+	abort, cancel := context.WithCancelCause(ctx)
 	return &runner{
-		cfg:     cfg,
-		abort:   ctx,
-		targets: cfg.Targets,
-		dialer:  net.Dialer{Timeout: orDefault(cfg.Timeout, DefaultTimeout)},
+		cfg:        cfg,
+		abort:      abort,
+		cancel:     cancel,
+		targets:    cfg.Targets,
+		dialer:     net.Dialer{Timeout: orDefault(cfg.Timeout, DefaultTimeout)},
+		maxRefused: int64(orDefault(cfg.MaxRefused, DefaultMaxRefused+orDefault(cfg.Concurrency, DefaultConcurrency))),
 	}
+}
+
+// dialed records the outcome of a dial to target and stops the run once
+// maxRefused dials in a row were refused.
+func (r *runner) dialed(target int, err error) {
+	switch {
+	case err == nil:
+		r.refusedRun.Store(0)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		if n := r.refusedRun.Add(1); n >= r.maxRefused {
+			r.cancel(&RefusedError{Dials: n, Target: r.targets[target], Err: err})
+		}
+	}
+}
+
+// err is why the run was aborted: the caller's context, or a
+// *RefusedError; nil if it was not.
+func (r *runner) err() error {
+	if r.abort.Err() == nil {
+		return nil
+	}
+	return context.Cause(r.abort)
 }
 
 // tlsConfigs returns one client configuration per target, all sharing cache.
@@ -106,7 +139,7 @@ func (r *runner) run() (*Result, error) {
 		res.Warmup += w.warmups
 		res.WarmupErrors += w.warmupErrs
 	}
-	if err := r.abort.Err(); err != nil || (resume && res.WarmupErrors == res.Warmup) {
+	if err := r.err(); err != nil || (resume && res.WarmupErrors == res.Warmup) {
 		close(start) // r.proceed is false: the workers end at once
 		finished.Wait()
 		if err != nil {
@@ -163,7 +196,7 @@ func (r *runner) run() (*Result, error) {
 	}
 
 	r.collect(res, workers)
-	return res, r.abort.Err()
+	return res, r.err()
 }
 
 func (r *runner) progress(t0 time.Time, duration time.Duration, final bool) Progress {

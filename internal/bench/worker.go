@@ -134,6 +134,7 @@ func (w *worker) connect(target int) (st connStats, d time.Duration, err error) 
 	timeout := orDefault(r.cfg.Timeout, DefaultTimeout)
 	deadline := time.Now().Add(timeout)
 	raw, err := r.dialer.DialContext(r.abort, "tcp", r.targets[target])
+	r.dialed(target, err)
 	if err != nil {
 		return st, 0, &phaseError{phase: "dial", err: err}
 	}

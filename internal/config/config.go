@@ -37,6 +37,18 @@ type Config struct {
 	Admin *string `yaml:"admin"`
 	// Pprof mounts /debug/pprof on the admin listener.
 	Pprof bool `yaml:"pprof"`
+	// AdminTokenFile names a file holding the bearer token that the admin
+	// listener's pprof and DELETE /sessions/{id} require; only its owner
+	// may read it, and one trailing newline is ignored. It is read at
+	// start. Empty: no route asks for a credential.
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// AdminHosts are the names, besides IP literals and localhost, that the
+	// admin listener accepts in a Host header (DNS rebinding protection).
+	// Empty: IP literals and localhost only.
+	AdminHosts []string `yaml:"admin_hosts"`
+	// AdminTimeouts bound the admin listener's connections. Zero fields:
+	// the proxy.DefaultAdmin*Timeout constants.
+	AdminTimeouts proxy.AdminTimeouts `yaml:"admin_timeouts"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 	// TLS configures certificates and versions.
@@ -64,7 +76,19 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Access turns the per-request access log on (default) or off.
 	Access *bool `yaml:"access"`
+	// AccessFormat is json (default: a "request" entry with fields),
+	// common or combined (Common/Combined Log Format lines).
+	AccessFormat string `yaml:"access_format"`
+	// TimeFormat is rfc3339 or epoch, the timestamps of log entries. If
+	// empty, epoch seconds in json and ISO 8601 in console.
+	TimeFormat string `yaml:"time_format"`
 }
+
+// Log time formats.
+const (
+	TimeFormatRFC3339 = "rfc3339"
+	TimeFormatEpoch   = "epoch"
+)
 
 // TLS configures the TLS listener.
 type TLS struct {
@@ -142,9 +166,14 @@ type TicketKeys struct {
 	// Source is generate (default: random keys in memory, one node only),
 	// file (nginx/HAProxy key files shared by the fleet), or redis.
 	Source string `yaml:"source"`
-	// Files are key files for source file; the first key of the first file
-	// seals new tickets.
+	// Files are key files for source file: base64 lines (HAProxy
+	// tls-ticket-keys) or binary (nginx), see ticketkeys.KeyFileFormat. The
+	// sealing key of the first file seals new tickets.
 	Files []string `yaml:"files"`
+	// KeySize is 48 or 80, the size of each key in binary key files. If
+	// zero it is inferred; only a binary file whose size is a multiple of
+	// both (240, 480, ...) needs it.
+	KeySize int `yaml:"key_size"`
 	// RotateEvery is the rotation period for sources generate and redis.
 	// Default 1h.
 	RotateEvery time.Duration `yaml:"rotate_every"`
@@ -215,7 +244,7 @@ func decode(r io.Reader) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parsing: %w", err)
+		return nil, fieldErrors(data, err)
 	}
 	return c, nil
 }
@@ -245,6 +274,14 @@ func (c *Config) Validate() error {
 	default:
 		add("log.format: %q: must be json or console", c.Log.Format)
 	}
+	if err := proxy.AccessFormat(c.Log.AccessFormat).Validate(); err != nil {
+		add("log.access_format: %v", err)
+	}
+	switch c.Log.TimeFormat {
+	case "", TimeFormatRFC3339, TimeFormatEpoch:
+	default:
+		add("log.time_format: %q: must be rfc3339 or epoch", c.Log.TimeFormat)
+	}
 	if _, err := proxy.ParseTLSVersion(c.TLS.MinVersion); err != nil {
 		add("tls.min_version: %v", err)
 	}
@@ -271,6 +308,7 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateAdmin()...)
 	if len(c.Routes) == 0 {
 		add("routes: at least one route is required")
 	} else if err := proxy.ValidateRoutes(c.Routes); err != nil {
@@ -384,6 +422,45 @@ func validHeaderName(h string) bool {
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// validateAdmin checks the admin listener's hardening fields; the token
+// file itself is read at start.
+func (c *Config) validateAdmin() []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for i, h := range c.AdminHosts {
+		if !validHostName(h) {
+			add("admin_hosts[%d]: %q: must be a DNS name without a port", i, h)
+		}
+	}
+	t := c.AdminTimeouts
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"admin_timeouts.read_header", t.ReadHeader}, {"admin_timeouts.read", t.Read},
+		{"admin_timeouts.write", t.Write}, {"admin_timeouts.idle", t.Idle},
+	} {
+		if f.d < 0 {
+			add("%s: must not be negative, got %q", f.name, f.d)
+		}
+	}
+	return errs
+}
+
+// validHostName accepts letters, digits, hyphens and dots, up to 253 bytes.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
 			return false
 		}
 	}

@@ -154,22 +154,40 @@ func writeFleet(w io.Writer, f *Fleet) {
 	}
 }
 
-// writeSummary states the outcome in one paragraph.
+// writeSummary states the outcome in one paragraph. When no returning
+// client resumed, it says so plainly and gives no speed-up: the resume run
+// then measured full handshakes, and comparing it with the full run would
+// report noise as a gain (#14).
 func writeSummary(w io.Writer, f *Fleet, s *Summary) {
 	r, full := s.Resume, s.Full
 	fmt.Fprintf(w, "\nsummary: resumed %.2f%% of handshakes of returning clients (%d of %d, %d on another node than the one that issued the session)\n",
 		100*r.ResumedRatio(), r.Resumed, r.Full+r.Resumed, r.CrossNode)
 	if sp := bench.Speedup(full, r); sp > 0 {
-		fmt.Fprintf(w, "  %.0f resumed vs %.0f full handshakes/s: %.2fx; p50 latency %.2fms vs %.2fms; %.0f vs %.0f bytes received per handshake\n",
+		fmt.Fprintf(w, "  resumed ÷ full: %.0f vs %.0f handshakes/s (%.2fx); p50 latency %.2fms vs %.2fms; %.0f vs %.0f bytes received per handshake\n",
 			r.HandshakesPerSecond(), full.HandshakesPerSecond(), sp,
 			float64(r.Latency.P50)/1e6, float64(full.Latency.P50)/1e6,
 			r.ResumedStats.BytesReceived, full.FullStats.BytesReceived)
+	} else if r.Resumed == 0 {
+		fmt.Fprintf(w, "  no handshake resumed: every returning client got a full handshake, so there is no speed-up to show%s\n", noResumeHint(f))
 	}
 	fmt.Fprintf(w, "  client CPU %.0f%% of %d CPUs (the client and the %d nodes share this process)\n",
 		100*r.CPUShare(), r.CPUs, len(f.Nodes))
-	if f.Mode != "off" && r.ResumedRatio() < 0.99 {
+	if f.Mode != "off" && r.Resumed > 0 && r.ResumedRatio() < 0.99 {
 		fmt.Fprintln(w, "  warning: fewer than 99% of returning clients resumed")
 	}
+}
+
+// noResumeHint says why a mode may resume nothing.
+func noResumeHint(f *Fleet) string {
+	switch f.Mode {
+	case "off":
+		return " (resumption is off)"
+	case "sticky":
+		return " (round robin sends each client to another node, which does not know its session)"
+	case "redis", "memcached":
+		return fmt.Sprintf(" (is the %s store reachable? the nodes' logs say; run with --verbose)", f.Mode)
+	}
+	return ""
 }
 
 // writeTry prints commands a person can run against the fleet, in one

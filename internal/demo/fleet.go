@@ -32,11 +32,15 @@ const (
 	MaxNodes = 16
 )
 
+// Modes lists the resumption modes the demo runs, as its help says.
+var Modes = []string{resumption.ModeTickets, resumption.ModeSticky, resumption.ModeOff, resumption.ModeRedis, resumption.ModeMemcached}
+
 // FleetOptions configures StartFleet.
 type FleetOptions struct {
-	// Mode is the resumption mode shared by the nodes: tickets (one
-	// generated ticket key ring shared in-process) or off. If empty,
-	// DefaultMode. sticky, redis and memcached are refused for now.
+	// Mode is the resumption mode of the nodes: tickets (one generated
+	// ticket key ring shared in-process), sticky (node-local sessions, which
+	// round robin defeats), off, redis or memcached (a store already running
+	// at Redis or Memcached). If empty, DefaultMode.
 	Mode string
 	// Redis and Memcached are the store addresses for modes redis and
 	// memcached.

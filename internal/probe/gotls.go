@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"time"
@@ -65,6 +66,7 @@ func probeVersion(ctx context.Context, cfg *Config, v uint16) VersionReport {
 		if i == 0 {
 			if err != nil {
 				vr.Error = err.Error()
+				vr.ConnectFailed = errors.As(err, new(*DialError))
 				return vr
 			}
 			vr.Supported = true
@@ -97,6 +99,16 @@ func probeVersion(ctx context.Context, cfg *Config, v uint16) VersionReport {
 	return vr
 }
 
+// DialError is a connection that failed before TLS: the TCP dial to Addr.
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+// Error returns the dial error's text, which names the address.
+func (e *DialError) Error() string { return e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
 // connectOnce makes one connection: handshake, then close_notify and a read
 // until the server closes or TicketWait passes, so that TLS 1.3 tickets
 // (sent after the handshake) reach the session cache.
@@ -106,7 +118,7 @@ func connectOnce(ctx context.Context, cfg *Config, conf *tls.Config) (Attempt, u
 	d := net.Dialer{Timeout: timeout}
 	raw, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
-		return a, 0, err
+		return a, 0, &DialError{Addr: cfg.Addr, Err: err}
 	}
 	defer raw.Close()
 	raw.SetDeadline(time.Now().Add(timeout))

@@ -124,9 +124,12 @@ type Report struct {
 type VersionReport struct {
 	Version string `json:"version"` // "1.2" or "1.3"
 	// Supported is false if the first handshake failed; Error says why.
-	Supported   bool   `json:"supported"`
-	Error       string `json:"error,omitempty"`
-	CipherSuite string `json:"cipher_suite,omitempty"`
+	// ConnectFailed is true if it failed before TLS, at the TCP dial: the
+	// server was not reached, so nothing is known about the version.
+	Supported     bool   `json:"supported"`
+	ConnectFailed bool   `json:"connect_failed,omitempty"`
+	Error         string `json:"error,omitempty"`
+	CipherSuite   string `json:"cipher_suite,omitempty"`
 
 	Tickets    Tickets    `json:"tickets"`
 	Resumption Resumption `json:"resumption"`

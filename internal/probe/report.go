@@ -10,6 +10,9 @@ import (
 
 // verdicts turns a version's findings into one-line conclusions.
 func verdicts(vr *VersionReport) []string {
+	if vr.ConnectFailed {
+		return []string{"connection failed: " + vr.Error}
+	}
 	if !vr.Supported {
 		return []string{"not supported: " + vr.Error}
 	}
