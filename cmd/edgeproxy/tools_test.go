@@ -12,14 +12,14 @@ import (
 // (#14: it said "tickets or off").
 func TestDemoHelpListsEveryMode(t *testing.T) {
 	t.Parallel()
-	_, _, e := runCmd(t, "demo", "-h")
+	_, o, _ := runCmd(t, "demo", "-h") // help goes to stdout
 	for _, m := range demo.Modes {
-		if !strings.Contains(e, m) {
-			t.Errorf("demo -h does not mention mode %s:\n%s", m, e)
+		if !strings.Contains(o, m) {
+			t.Errorf("demo -h does not mention mode %s:\n%s", m, o)
 		}
 	}
-	if strings.Contains(e, "tickets or off") {
-		t.Errorf("demo -h still says tickets or off:\n%s", e)
+	if strings.Contains(o, "tickets or off") {
+		t.Errorf("demo -h still says tickets or off:\n%s", o)
 	}
 }
 
