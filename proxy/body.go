@@ -70,12 +70,13 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		b.clearDeadline()
 	case err != nil:
+		// The deadline stays: what is left of this body is not worth
+		// waiting for (clientError closes the connection).
 		b.mu.Lock()
 		if b.err == nil {
 			b.err = err
 		}
 		b.mu.Unlock()
-		b.clearDeadline()
 	case n > 0 && b.ctl != nil:
 		// Extend once the earned time passes the deadline by a second,
 		// not on every read.

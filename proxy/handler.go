@@ -390,7 +390,11 @@ func (h *Handler) clientError(w http.ResponseWriter, r *http.Request, err error)
 	h.metrics.clientError(reason)
 	h.log.Debug("client error", zap.String("reason", reason), zap.Error(err))
 	if r.ProtoMajor == 1 {
-		w.Header().Set("Connection", "close") // HTTP/2: only this stream ends
+		// Close, and stop reading now: after the handler net/http would
+		// read up to 256 KiB of the unread body, at the client's pace.
+		// HTTP/2: only this stream ends.
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	}
 	writeProxyError(w, code)
 }
