@@ -91,17 +91,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.tls.Store(cfg.TLS)
 	s.handler.Store(&cfg.Handler)
 	t := cfg.Timeouts
-	readHeader := orDefault(t.ReadHeader, DefaultReadHeaderTimeout)
+	readHeader := cmp.Or(t.ReadHeader, DefaultReadHeaderTimeout)
+	lim := cfg.Limits.withDefaults()
 	s.http = &http.Server{
 		Handler:           http.HandlerFunc(s.serveHTTP),
 		ReadHeaderTimeout: readHeader,
-		IdleTimeout:       orDefault(t.Idle, DefaultIdleTimeout),
+		IdleTimeout:       cmp.Or(t.Idle, DefaultIdleTimeout),
 		WriteTimeout:      t.Write,
 		// HTTP/1.1 answers a larger header block with 431; HTTP/2
 		// advertises it as SETTINGS_MAX_HEADER_LIST_SIZE and answers 431.
-		MaxHeaderBytes: cmp.Or(cfg.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		MaxHeaderBytes: lim.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: cmp.Or(cfg.Limits.HTTP2MaxConcurrentStreams, DefaultHTTP2MaxConcurrentStreams),
+			MaxConcurrentStreams: lim.HTTP2MaxConcurrentStreams,
 			// A connection that sends no frame for the read-header
 			// timeout is pinged and closed if the PING is not answered
 			// as fast. This is also the header-block timeout: while a
@@ -139,13 +140,6 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 		return context.WithValue(ctx, connValueKey{}, v)
 	}
 	return ctx
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
