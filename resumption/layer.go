@@ -8,7 +8,7 @@
 // stateful backends keep it in a store and hand the client a handle.
 //
 // The stateless ticket format is documented on Tickets; the stateful handle
-// on Stateful.
+// on stateful.Backend, in package resumption/stateful.
 //
 // Go's crypto/tls server resumes only through the ticket extension (TLS 1.2)
 // and PSK identities (TLS 1.3); it has no TLS 1.2 session-ID cache. In

@@ -26,6 +26,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
@@ -58,7 +59,7 @@ type App struct {
 
 	tlsMetrics      *proxy.TLSMetrics
 	resMetrics      *resumption.Metrics
-	statefulMetrics *resumption.StatefulMetrics
+	statefulMetrics *stateful.Metrics
 
 	certs    *proxy.Certs
 	sessions *sessions
@@ -139,7 +140,7 @@ func (a *App) build() error {
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
 	a.resMetrics = resumption.NewMetrics(a.reg)
-	a.statefulMetrics = resumption.NewStatefulMetrics(a.reg)
+	a.statefulMetrics = stateful.NewMetrics(a.reg)
 
 	var err error
 	if len(cfg.TLS.Certificates) > 0 {
@@ -233,7 +234,7 @@ func (a *App) revokeHandler() http.Handler {
 		defer cancel()
 		if err := st.Revoke(ctx, r.PathValue("id")); err != nil {
 			code := http.StatusBadGateway
-			if errors.Is(err, resumption.ErrBadSessionID) {
+			if errors.Is(err, stateful.ErrBadSessionID) {
 				code = http.StatusBadRequest
 			}
 			http.Error(w, err.Error(), code)

@@ -11,6 +11,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
@@ -22,9 +23,9 @@ import (
 // tls.Config and whatever runs behind it (a ticket key source, a store).
 type sessions struct {
 	mode     string
-	layer    *resumption.Layer    // nil in mode off
-	source   ticketkeys.Source    // nil unless this node runs its own key source
-	stateful *resumption.Stateful // nil unless mode is redis, memcached or sticky
+	layer    *resumption.Layer // nil in mode off
+	source   ticketkeys.Source // nil unless this node runs its own key source
+	stateful *stateful.Backend // nil unless mode is redis, memcached or sticky
 	close    []func() error
 }
 
@@ -54,7 +55,7 @@ func (s *sessions) Close() error {
 
 // buildSessions is the one place that knows every resumption backend: it
 // maps resumption.mode (and ticket_keys.source) to constructors.
-func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, sm *resumption.StatefulMetrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
+func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, sm *stateful.Metrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
 	mode := c.Mode
 	if mode == "" {
 		mode = config.DefaultMode
@@ -163,10 +164,10 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 
 // buildStateful builds the backend of the stateful modes over its shared
 // store (none in mode sticky); closers are added to s.
-func buildStateful(mode string, c config.Resumption, s *sessions, sm *resumption.StatefulMetrics, log *zap.Logger) (*resumption.Stateful, error) {
+func buildStateful(mode string, c config.Resumption, s *sessions, sm *stateful.Metrics, log *zap.Logger) (*stateful.Backend, error) {
 	timeout := c.Store.Timeout
 	if timeout == 0 {
-		timeout = resumption.DefaultStatefulTimeout
+		timeout = stateful.DefaultTimeout
 	}
 	var shared sessioncache.Store
 	switch mode {
@@ -193,14 +194,14 @@ func buildStateful(mode string, c config.Resumption, s *sessions, sm *resumption
 	if err != nil {
 		return nil, fmt.Errorf("resumption.store.local_cache: %w", err)
 	}
-	st, err := resumption.NewStateful(resumption.StatefulConfig{
+	st, err := stateful.New(stateful.Config{
 		Mode:      mode,
 		Store:     shared,
 		Local:     local,
 		Lifetime:  c.SessionLifetime,
 		Timeout:   timeout,
 		SingleUse: c.Store.SingleUse,
-		Breaker:   resumption.StatefulBreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
+		Breaker:   stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
 		Logger:    log.Named("sessions"),
 		Metrics:   sm,
 	})
