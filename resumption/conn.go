@@ -11,31 +11,40 @@ type SessionIDer interface {
 
 // ConnSession is what one connection's handshake learnt about its session:
 // the identifier of the session it resumed or was issued (stateful
-// backends), and when the resumed session was first authenticated. It is
-// written during the handshake and must be read only after it completed.
+// backends), and when the resumed session was first authenticated. The
+// handshake writes it; it must be read only after HandshakeDone. It
+// implements proxy.ConnSession.
 type ConnSession struct {
 	id     string
 	authAt int64 // Unix seconds; zero when the handshake resumed nothing
 }
 
-// ID returns the session identifier, or "" when the connection has none
-// (no ticket issued, or a backend without identifiers).
-func (c *ConnSession) ID() string {
+// SessionID returns the session identifier, or "" when the connection has
+// none (no ticket issued, or a backend without identifiers). It is safe to
+// call on a nil *ConnSession.
+func (c *ConnSession) SessionID() string {
 	if c == nil {
 		return ""
 	}
 	return c.id
 }
 
-// TracksSessions reports whether ConnSession.ID is filled in: only for
+// HandshakeDone is called by the listener once the connection's handshake
+// ended, with nil if it completed. It is the place for what must wait for
+// the client's Finished (#12: committing the session WrapSession parked,
+// consuming a single-use session); today nothing does.
+func (c *ConnSession) HandshakeDone(err error) {}
+
+// TracksSessions reports whether ConnSession.SessionID is filled in: only for
 // backends implementing SessionIDer.
 func (l *Layer) TracksSessions() bool {
 	_, ok := l.backend.(SessionIDer)
 	return ok
 }
 
-// ConnConfig returns a copy of base for one connection, whose session hooks
-// link what the handshake resumed to what it issues:
+// ConnConfig returns a copy of base for one connection, with session
+// tickets on and the Layer's hooks installed, which link what the handshake
+// resumed to what it issues:
 //
 //   - a ticket issued on a resumed connection keeps the authentication time
 //     of the session it resumed, so Lifetime bounds a session from its full
@@ -48,6 +57,7 @@ func (l *Layer) TracksSessions() bool {
 func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 	ider, _ := l.backend.(SessionIDer)
 	c := base.Clone()
+	c.SessionTicketsDisabled = false
 	rec := &ConnSession{}
 	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		authAt := rec.authAt

@@ -26,14 +26,14 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 	if c == base || rec == nil {
 		t.Fatal("ConnConfig did not return a per-connection config")
 	}
-	if rec.ID() != "" {
-		t.Fatalf("ID before any hook = %q", rec.ID())
+	if rec.SessionID() != "" {
+		t.Fatalf("ID before any hook = %q", rec.SessionID())
 	}
 	if ss, _ := c.UnwrapSession([]byte("old"), tls.ConnectionState{}); ss == nil {
 		t.Fatal("unwrap through the per-connection config failed")
 	}
-	if rec.ID() != "sid:old" {
-		t.Fatalf("after unwrap ID = %q, want sid:old", rec.ID())
+	if rec.SessionID() != "sid:old" {
+		t.Fatalf("after unwrap ID = %q, want sid:old", rec.SessionID())
 	}
 	if base.UnwrapSession != nil {
 		t.Fatal("ConnConfig modified the base config")
@@ -45,8 +45,8 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 		t.Fatal("TracksSessions true, or no per-connection config, for a backend without SessionID")
 	}
 	c2.UnwrapSession([]byte("x"), tls.ConnectionState{})
-	if rec2.ID() != "" {
-		t.Fatalf("ID = %q for a backend without identifiers", rec2.ID())
+	if rec2.SessionID() != "" {
+		t.Fatalf("ID = %q for a backend without identifiers", rec2.SessionID())
 	}
 }
 

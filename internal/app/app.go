@@ -173,7 +173,7 @@ func (a *App) build() error {
 		Timeouts: cfg.Timeouts,
 		Limits:   cfg.Limits,
 		Metrics:  a.tlsMetrics,
-		PerConn:  a.perConn(),
+		PerConn:  a.sessions.perConn(),
 		Logger:   a.log,
 	})
 	if err != nil {
@@ -192,20 +192,6 @@ func sessionIDHeader(cfg *config.Config) string {
 	return config.DefaultSessionIDHeader
 }
 
-// perConn gives each handshake its own session hooks (Layer.ConnConfig), so
-// that a resumed session keeps the time of its full handshake and, in the
-// stateful modes, requests can carry the session identifier.
-func (a *App) perConn() func(*tls.Config) (*tls.Config, any) {
-	l := a.sessions.layer
-	if l == nil {
-		return nil
-	}
-	return func(base *tls.Config) (*tls.Config, any) {
-		c, rec := l.ConnConfig(base)
-		return c, rec
-	}
-}
-
 // requestHook sets the session identifier header on upstream requests and
 // always removes a client-supplied one, which would be a forgery.
 func requestHook(header string) func(*httputil.ProxyRequest) {
@@ -214,8 +200,10 @@ func requestHook(header string) func(*httputil.ProxyRequest) {
 	}
 	return func(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del(header)
-		if cs, _ := proxy.ConnValue(pr.In.Context()).(*resumption.ConnSession); cs.ID() != "" {
-			pr.Out.Header.Set(header, cs.ID())
+		if cs := proxy.ConnSessionFrom(pr.In.Context()); cs != nil {
+			if id := cs.SessionID(); id != "" {
+				pr.Out.Header.Set(header, id)
+			}
 		}
 	}
 }
@@ -249,7 +237,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls.min_version: %w", err)
 	}
-	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v, Sessions: a.sessions.hooks()}), nil
+	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v}), nil
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 
@@ -29,12 +30,18 @@ type sessions struct {
 	close    []func() error
 }
 
-// hooks returns what NewTLSConfig plugs in, nil in mode off.
-func (s *sessions) hooks() proxy.SessionHooks {
-	if s.layer == nil {
+// perConn gives each handshake its own session hooks (Layer.ConnConfig):
+// the one place they are installed. A resumed session then keeps the time
+// of its full handshake and, in the stateful modes, requests carry the
+// session identifier. It returns nil in mode off: no connection resumes.
+func (s *sessions) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
+	l := s.layer
+	if l == nil {
 		return nil
 	}
-	return s.layer
+	return func(base *tls.Config) (*tls.Config, proxy.ConnSession) {
+		return l.ConnConfig(base)
+	}
 }
 
 // reload re-reads reloadable key material (key files on SIGHUP).
