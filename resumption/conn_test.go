@@ -10,7 +10,15 @@ import (
 // recording without a store.
 type sidBackend struct{ *fakeBackend }
 
-func (sidBackend) SessionID(identity []byte) string { return "sid:" + string(identity) }
+func (b sidBackend) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, string, error) {
+	id, err := b.WrapSession(cs, ss)
+	return id, "sid:" + string(id), err
+}
+
+func (b sidBackend) UnwrapSessionID(identity []byte, cs tls.ConnectionState) (*tls.SessionState, string, error) {
+	ss, err := b.UnwrapSession(identity, cs)
+	return ss, "sid:" + string(identity), err
+}
 
 func TestConnConfigRecordsSessionID(t *testing.T) {
 	st := &tls.SessionState{Extra: [][]byte{{extraTag, 0, 0, 0, 0, 0, 0, 0, 0}}}

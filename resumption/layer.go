@@ -95,6 +95,7 @@ func (c *Config) Validate() error {
 type Layer struct {
 	mode     string
 	backend  Backend
+	ider     SessionIDer // backend, if it names its sessions
 	lifetime time.Duration
 	scope    func(tls.ConnectionState) string
 	now      func() time.Time
@@ -118,6 +119,7 @@ func New(cfg Config) (*Layer, error) {
 		log:      cfg.Logger,
 		counts:   cfg.Metrics.forMode(cfg.Mode),
 	}
+	l.ider, _ = cfg.Backend.(SessionIDer)
 	if l.lifetime == 0 {
 		l.lifetime = DefaultLifetime
 	}
@@ -166,23 +168,29 @@ func (l *Layer) scopeOf(cs tls.ConnectionState) string {
 // Warning: the session state holds the connection's resumption secret; anyone
 // who can open the identity can decrypt connections resumed with it.
 func (l *Layer) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-	id, _ := l.wrap(cs, ss, l.now().Unix())
+	id, _, _ := l.wrap(cs, ss, l.now().Unix())
 	return id, nil
 }
 
 // wrap seals ss with authAt, the Unix time of the full handshake that
-// authenticated the session. ok is false when the identity is a decoy.
-func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, ok bool) {
+// authenticated the session. ok is false when the identity is a decoy;
+// sessionID is set only by a SessionIDer backend.
+func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, sessionID string, ok bool) {
 	scope := l.scopeOf(cs)
 	e := make([]byte, 9+len(scope))
 	e[0] = extraTag
 	binary.BigEndian.PutUint64(e[1:9], uint64(authAt))
 	copy(e[9:], scope)
 	ss.Extra = append(ss.Extra[:0:0], e)
-	id, err := l.backend.WrapSession(cs, ss)
+	var err error
+	if l.ider != nil {
+		id, sessionID, err = l.ider.WrapSessionID(cs, ss)
+	} else {
+		id, err = l.backend.WrapSession(cs, ss)
+	}
 	if err == nil && len(id) > 0 {
 		l.counts.wrapOK.Inc()
-		return id, true
+		return id, sessionID, true
 	}
 	l.counts.wrapError.Inc()
 	l.log.Debug("session wrap failed", zap.String("mode", l.mode), zap.Error(err))
@@ -191,7 +199,7 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 		// A decoy of zeros is as unresumable as a random one.
 		clear(decoy)
 	}
-	return decoy, false
+	return decoy, "", false
 }
 
 // UnwrapSession is a tls.Config.UnwrapSession hook. It returns the session
@@ -199,42 +207,47 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 // is unknown, malformed, expired (authenticated longer than the lifetime
 // ago), from another scope, or the store failed. It never returns an error.
 func (l *Layer) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-	ss, _ := l.unwrap(identity, cs)
+	ss, _, _ := l.unwrap(identity, cs)
 	return ss, nil
 }
 
 // unwrap is UnwrapSession that also returns the session's authentication
-// time.
-func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (*tls.SessionState, int64) {
-	ss, err := l.backend.UnwrapSession(identity, cs)
+// time and, from a SessionIDer backend, its identifier.
+func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (ss *tls.SessionState, authAt int64, sessionID string) {
+	var err error
+	if l.ider != nil {
+		ss, sessionID, err = l.ider.UnwrapSessionID(identity, cs)
+	} else {
+		ss, err = l.backend.UnwrapSession(identity, cs)
+	}
 	switch {
 	case err == nil && ss != nil:
 	case err == nil || errors.Is(err, ErrMiss):
 		l.counts.miss.Inc()
-		return nil, 0
+		return nil, 0, ""
 	case errors.Is(err, ErrBad):
 		l.counts.bad.Inc()
-		return nil, 0
+		return nil, 0, ""
 	default:
 		l.counts.storeError.Inc()
 		l.log.Debug("session store failed", zap.String("mode", l.mode), zap.Error(err))
-		return nil, 0
+		return nil, 0, ""
 	}
 	authAt, scope, ok := parseExtra(ss.Extra)
 	if !ok {
 		l.counts.bad.Inc()
-		return nil, 0
+		return nil, 0, ""
 	}
 	if l.now().Sub(time.Unix(authAt, 0)) > l.lifetime {
 		l.counts.expired.Inc()
-		return nil, 0
+		return nil, 0, ""
 	}
 	if scope != l.scopeOf(cs) {
 		l.counts.scopeMismatch.Inc()
-		return nil, 0
+		return nil, 0, ""
 	}
 	l.counts.resumed.Inc()
-	return ss, authAt
+	return ss, authAt, sessionID
 }
 
 func parseExtra(extra [][]byte) (authAt int64, scope string, ok bool) {

@@ -240,17 +240,18 @@ type capture struct {
 	handles [][]byte
 }
 
-func (c *capture) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+// WrapSessionID is the method the Layer calls on a resumption.SessionIDer.
+func (c *capture) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, string, error) {
 	state, err := ss.Bytes()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	h, err := c.Backend.WrapSession(cs, ss)
+	h, id, err := c.Backend.WrapSessionID(cs, ss)
 	c.mu.Lock()
 	c.states = append(c.states, state)
 	c.handles = append(c.handles, h)
 	c.mu.Unlock()
-	return h, err
+	return h, id, err
 }
 
 // TestRedisValueOpaque reads what Redis holds with a Redis client

@@ -196,29 +196,51 @@ func additionalData(id []byte) [1 + idLen]byte {
 	return ad
 }
 
+// sidOf returns the name of the session whose handle starts with id:
+// SHA-256(id)[:16]. Its store key and its SessionID both derive from it, so
+// a wrap or an unwrap hashes once.
+func sidOf(id []byte) [sidLen]byte {
+	sum := sha256.Sum256(id)
+	return [sidLen]byte(sum[:sidLen])
+}
+
 // storeKey returns the store key of the session whose handle starts with id.
 func (s *Backend) storeKey(id []byte) string {
-	sum := sha256.Sum256(id)
-	return sessioncache.SessionKey(s.prefix, sum[:sidLen])
+	sid := sidOf(id)
+	return sessioncache.SessionKey(s.prefix, sid[:])
 }
 
 // SessionID returns the non-secret identifier of the session a handle
 // names: hex(SHA-256(id)[:16]), 32 hex digits, the same on every node. It
 // reveals neither the handle nor the session, so it may travel to upstreams
 // (X-TLS-Session-ID) and into logs of the admin API; Revoke takes it. It
-// returns "" for an identity that is not a 32-byte handle. It implements
-// resumption.SessionIDer.
+// returns "" for an identity that is not a 32-byte handle. WrapSessionID
+// and UnwrapSessionID return it without hashing again.
 func (s *Backend) SessionID(identity []byte) string {
 	if len(identity) != handleLen {
 		return ""
 	}
-	sum := sha256.Sum256(identity[:idLen])
-	return hex.EncodeToString(sum[:sidLen])
+	sid := sidOf(identity[:idLen])
+	return hex.EncodeToString(sid[:])
 }
 
-// WrapSession stores ss, sealed under a fresh per-session key, and returns
-// the handle that names and opens it. It has the signature of
-// tls.Config.WrapSession.
+// WrapSession is WrapSessionID without the session identifier. It has the
+// signature of tls.Config.WrapSession.
+func (s *Backend) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	h, _, err := s.WrapSessionID(cs, ss)
+	return h, err
+}
+
+// UnwrapSession is UnwrapSessionID without the session identifier. It has
+// the signature of tls.Config.UnwrapSession.
+func (s *Backend) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+	ss, _, err := s.UnwrapSessionID(identity, cs)
+	return ss, err
+}
+
+// WrapSessionID stores ss, sealed under a fresh per-session key, and
+// returns the handle that names and opens it, and the session's SessionID.
+// It implements resumption.SessionIDer.
 //
 // The session is written to Store (bounded by Timeout, skipped while the
 // breaker is open) and to Local. A Store failure is not a wrap failure: it
@@ -227,13 +249,13 @@ func (s *Backend) SessionID(identity []byte) string {
 // serialised, Rand fails, or neither cache took the session.
 //
 // Warning: the handle opens the session; see Backend.
-func (s *Backend) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (handle []byte, sessionID string, err error) {
 	if ss == nil {
-		return nil, errors.New("resumption: WrapSession called with a nil session")
+		return nil, "", errors.New("resumption: WrapSession called with a nil session")
 	}
 	state, err := ss.Bytes()
 	if err != nil {
-		return nil, fmt.Errorf("resumption: serialising session: %w", err)
+		return nil, "", fmt.Errorf("resumption: serialising session: %w", err)
 	}
 	defer clear(state) // it holds the session secret in the clear
 
@@ -242,37 +264,38 @@ func (s *Backend) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]by
 	// writes past it); the rest is copied by Local and sent by Store.
 	const valueOff = handleLen + 1
 	buf := make([]byte, valueOff+headerLen, valueOff+headerLen+len(state)+tagLen)
-	handle := buf[:handleLen:handleLen]
+	handle = buf[:handleLen:handleLen]
 	nonce := buf[valueOff+1 : valueOff+headerLen]
 	if _, err := io.ReadFull(s.rand, handle); err != nil {
-		return nil, fmt.Errorf("resumption: reading session handle: %w", err)
+		return nil, "", fmt.Errorf("resumption: reading session handle: %w", err)
 	}
 	if _, err := io.ReadFull(s.rand, nonce); err != nil {
-		return nil, fmt.Errorf("resumption: reading session nonce: %w", err)
+		return nil, "", fmt.Errorf("resumption: reading session nonce: %w", err)
 	}
 	buf[valueOff] = formatVersion
 	aead, err := sessionAEAD(handle[idLen:])
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ad := additionalData(handle[:idLen])
 	buf = aead.Seal(buf, nonce, state, ad[:])
 
-	key := s.storeKey(handle[:idLen])
+	sid := sidOf(handle[:idLen])
+	key := sessioncache.SessionKey(s.prefix, sid[:])
 	flag := byte(flagLocalOnly)
 	if s.shared != nil && s.sharedPut(key, buf[valueOff:]) == nil {
 		flag = flagStored
 	}
 	buf[handleLen] = flag
 	if err := s.localPut(key, buf[handleLen:]); err != nil && flag == flagLocalOnly {
-		return nil, fmt.Errorf("resumption: storing session: %w", err)
+		return nil, "", fmt.Errorf("resumption: storing session: %w", err)
 	}
-	return handle, nil
+	return handle, hex.EncodeToString(sid[:]), nil
 }
 
-// UnwrapSession returns the session a handle names. It has the signature of
-// tls.Config.UnwrapSession but reports why it found no session, as resumption.Backend
-// requires:
+// UnwrapSessionID returns the session a handle names and its SessionID. It
+// implements resumption.SessionIDer, and reports why it found no session as
+// resumption.Backend requires:
 //
 //   - resumption.ErrMiss: the identity is empty (a TLS 1.2 client without a ticket;
 //     crypto/tls asks anyway), or the store answered that it has no such
@@ -286,14 +309,23 @@ func (s *Backend) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]by
 // While Store fails, a session found in Local resumes (degraded mode, see
 // Backend). It never panics on any input. It does not check the session's
 // age or scope; the Layer does.
-func (s *Backend) UnwrapSession(identity []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+func (s *Backend) UnwrapSessionID(identity []byte, _ tls.ConnectionState) (*tls.SessionState, string, error) {
 	if len(identity) == 0 {
-		return nil, resumption.ErrMiss
+		return nil, "", resumption.ErrMiss
 	}
 	if len(identity) != handleLen {
-		return nil, fmt.Errorf("%w: handle of %d bytes, want %d", resumption.ErrBad, len(identity), handleLen)
+		return nil, "", fmt.Errorf("%w: handle of %d bytes, want %d", resumption.ErrBad, len(identity), handleLen)
 	}
-	key := s.storeKey(identity[:idLen])
+	sid := sidOf(identity[:idLen])
+	ss, err := s.unwrap(identity, sessioncache.SessionKey(s.prefix, sid[:]))
+	if err != nil {
+		return nil, "", err
+	}
+	return ss, hex.EncodeToString(sid[:]), nil
+}
+
+// unwrap finds and opens the session of a 32-byte handle stored under key.
+func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, error) {
 	if s.shared == nil {
 		return s.unwrapSticky(identity, key)
 	}

@@ -380,6 +380,15 @@ func TestSessionIDAndRevoke(t *testing.T) {
 	if other.SessionID(h) != id {
 		t.Fatal("SessionID depends on the node")
 	}
+	// The identifiers the Layer gets with a session, derived with its
+	// store key, are SessionID's.
+	h2, wid, err := s.WrapSessionID(tls.ConnectionState{}, ss)
+	if err != nil || wid != s.SessionID(h2) || wid == id {
+		t.Fatalf("WrapSessionID = %q, %v; want SessionID %q of a new handle", wid, err, s.SessionID(h2))
+	}
+	if _, uid, err := s.UnwrapSessionID(h2, tls.ConnectionState{}); err != nil || uid != wid {
+		t.Fatalf("UnwrapSessionID = %q, %v; want %q", uid, err, wid)
+	}
 	for _, bad := range [][]byte{nil, h[:31], append(append([]byte{}, h...), 0)} {
 		if got := s.SessionID(bad); got != "" {
 			t.Fatalf("SessionID of %d bytes = %q; want empty", len(bad), got)
