@@ -21,6 +21,7 @@
 package resumption
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
@@ -33,8 +34,11 @@ import (
 )
 
 const (
-	// DefaultLifetime is the session lifetime when Config.Lifetime is zero.
-	DefaultLifetime = 12 * time.Hour
+	// DefaultSessionLifetime is the session lifetime when none is set
+	// (Config.Lifetime zero); see SessionLifetime. Not to be confused with
+	// ticketkeys.DefaultKeyLifetime, how long a ticket key keeps opening
+	// tickets.
+	DefaultSessionLifetime = 12 * time.Hour
 	// MaxLifetime is the longest lifetime accepted: TLS 1.3 forbids tickets
 	// older than 7 days (RFC 8446, Section 4.6.1).
 	MaxLifetime = 7 * 24 * time.Hour
@@ -60,7 +64,7 @@ type Config struct {
 	Backend Backend
 	// Lifetime bounds how long after the full handshake that authenticated
 	// it a session resumes, however often it resumed meanwhile (when the
-	// hooks come from ConnConfig). If zero, DefaultLifetime is used.
+	// hooks come from ConnConfig). If zero, DefaultSessionLifetime is used.
 	// Values above MaxLifetime are refused.
 	Lifetime time.Duration
 	// Scope returns the security context a connection belongs to: the
@@ -79,15 +83,28 @@ type Config struct {
 	Rand io.Reader
 }
 
+// SessionLifetime returns the session lifetime that the setting d (the
+// resumption.session_lifetime key, Config.Lifetime) gives: d, or
+// DefaultSessionLifetime if d is zero. With CheckSessionLifetime it is the
+// one place the setting is checked and defaulted: configuration validation,
+// the Layer and the backends all use them.
+func SessionLifetime(d time.Duration) time.Duration { return cmp.Or(d, DefaultSessionLifetime) }
+
+// CheckSessionLifetime returns an error naming resumption.session_lifetime
+// if d is negative or above MaxLifetime.
+func CheckSessionLifetime(d time.Duration) error {
+	if d < 0 || d > MaxLifetime {
+		return fmt.Errorf("resumption.session_lifetime: %q: must be between 0 and %s (TLS 1.3 allows at most 7 days)", d, MaxLifetime)
+	}
+	return nil
+}
+
 // Validate checks cfg without I/O.
 func (c *Config) Validate() error {
 	if c.Backend == nil {
 		return errors.New("resumption.backend: required")
 	}
-	if c.Lifetime < 0 || c.Lifetime > MaxLifetime {
-		return fmt.Errorf("resumption.session_lifetime: %q: must be between 0 and %s", c.Lifetime, MaxLifetime)
-	}
-	return nil
+	return CheckSessionLifetime(c.Lifetime)
 }
 
 // Layer owns a tls.Config's WrapSession and UnwrapSession hooks. It is safe
@@ -112,7 +129,7 @@ func New(cfg Config) (*Layer, error) {
 	l := &Layer{
 		mode:     cfg.Mode,
 		backend:  cfg.Backend,
-		lifetime: cfg.Lifetime,
+		lifetime: SessionLifetime(cfg.Lifetime),
 		scope:    cfg.Scope,
 		now:      cfg.Now,
 		rand:     cfg.Rand,
@@ -120,9 +137,6 @@ func New(cfg Config) (*Layer, error) {
 		counts:   cfg.Metrics.forMode(cfg.Mode),
 	}
 	l.ider, _ = cfg.Backend.(SessionIDer)
-	if l.lifetime == 0 {
-		l.lifetime = DefaultLifetime
-	}
 	if l.now == nil {
 		l.now = time.Now
 	}

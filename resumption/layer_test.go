@@ -269,7 +269,7 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	l, err := New(Config{Backend: b})
-	if err != nil || l.Lifetime() != DefaultLifetime {
-		t.Fatalf("zero lifetime: %v, %v; want default %v", l.Lifetime(), err, DefaultLifetime)
+	if err != nil || l.Lifetime() != DefaultSessionLifetime {
+		t.Fatalf("zero lifetime: %v, %v; want default %v", l.Lifetime(), err, DefaultSessionLifetime)
 	}
 }

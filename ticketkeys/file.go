@@ -1,6 +1,7 @@
 package ticketkeys
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -111,7 +112,7 @@ func NewFileSource(h *Holder, cfg FileConfig) (*FileSource, error) {
 		paths:       append([]string(nil), cfg.Paths...),
 		keySize:     cfg.KeySize,
 		watch:       !cfg.DisableWatch,
-		reloadDelay: orDefault(cfg.ReloadDelay, DefaultReloadDelay),
+		reloadDelay: cmp.Or(cfg.ReloadDelay, DefaultReloadDelay),
 		kick:        make(chan struct{}, 1),
 	}, nil
 }

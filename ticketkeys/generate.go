@@ -1,6 +1,7 @@
 package ticketkeys
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +22,7 @@ type GenerateConfig struct {
 	// DefaultRotateEvery is used.
 	RotateEvery time.Duration
 	// Lifetime is the session lifetime: a key keeps opening tickets for
-	// Lifetime after it stops sealing. If zero, DefaultLifetime is used.
+	// Lifetime after it stops sealing. If zero, DefaultKeyLifetime is used.
 	// The ring holds ceil(Lifetime/RotateEvery)+1 keys, at most MaxKeys.
 	Lifetime time.Duration
 	// Now returns the current time. If nil, time.Now is used.
@@ -35,9 +36,9 @@ type GenerateConfig struct {
 }
 
 func (c GenerateConfig) rotateEvery() time.Duration {
-	return orDefault(c.RotateEvery, DefaultRotateEvery)
+	return cmp.Or(c.RotateEvery, DefaultRotateEvery)
 }
-func (c GenerateConfig) lifetime() time.Duration { return orDefault(c.Lifetime, DefaultLifetime) }
+func (c GenerateConfig) lifetime() time.Duration { return cmp.Or(c.Lifetime, DefaultKeyLifetime) }
 
 // Validate reports configuration mistakes without doing any I/O.
 func (c GenerateConfig) Validate() error {
@@ -51,7 +52,7 @@ func validateRotation(rotate, lifetime time.Duration, maxPast int64) error {
 	if err != nil {
 		return err
 	}
-	rotate, lifetime = orDefault(rotate, DefaultRotateEvery), orDefault(lifetime, DefaultLifetime)
+	rotate, lifetime = cmp.Or(rotate, DefaultRotateEvery), cmp.Or(lifetime, DefaultKeyLifetime)
 	if n := pastKeys(lifetime, rotate); n > maxPast {
 		return fmt.Errorf("ticketkeys.lifetime: %q needs %d past keys at rotate_every %q, more than the %d a ring can hold: rotate less often or shorten the lifetime",
 			lifetime.String(), n, rotate.String(), maxPast)

@@ -17,9 +17,13 @@ import (
 const (
 	// DefaultRotateEvery is how often generated and shared keys rotate.
 	DefaultRotateEvery = time.Hour
-	// DefaultLifetime is the session lifetime keys must cover: the RFC 5246
-	// maximum.
-	DefaultLifetime = 24 * time.Hour
+	// DefaultKeyLifetime is how long a key keeps opening tickets after it
+	// stops sealing, when a source's Lifetime (the session lifetime the
+	// ring must cover) is zero: 24h, the RFC 5246 maximum for a session.
+	// internal/app sets Lifetime to the session lifetime in force
+	// (resumption.SessionLifetime), so this default applies only to other
+	// callers.
+	DefaultKeyLifetime = 24 * time.Hour
 	// DefaultRetryMin and DefaultRetryMax bound the backoff after a failed
 	// rotation, reload or refresh. Each retry waits between half and all of
 	// min(DefaultRetryMax, DefaultRetryMin<<(failures-1)).
@@ -307,14 +311,6 @@ func randReader(rnd io.Reader) io.Reader {
 		return rand.Reader
 	}
 	return rnd
-}
-
-// orDefault returns d if v is zero.
-func orDefault(v, d time.Duration) time.Duration {
-	if v == 0 {
-		return d
-	}
-	return v
 }
 
 // validateDuration checks an optional duration field: zero means the default,

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -13,7 +14,6 @@ import (
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/resumption/stateful"
-	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
@@ -68,9 +68,10 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		mode = config.DefaultMode
 	}
 	s := &sessions{mode: mode}
-	if c.SessionLifetime > resumption.RecommendedMaxLifetime {
+	lifetime := resumption.SessionLifetime(c.SessionLifetime)
+	if lifetime > resumption.RecommendedMaxLifetime {
 		log.Warn("session_lifetime is above the 24h RFC 5246 recommends: a resumed session skips certificate checks",
-			zap.Duration("session_lifetime", c.SessionLifetime))
+			zap.Duration("session_lifetime", lifetime))
 	}
 	var backend resumption.Backend
 	switch mode {
@@ -81,7 +82,7 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		if holder == nil {
 			holder = ticketkeys.NewHolder(ticketkeys.HolderConfig{})
 			s.close = append(s.close, holder.Close)
-			src, err := buildKeySource(c, holder, s, reg, log)
+			src, err := buildKeySource(c, lifetime, holder, s, reg, log)
 			if err != nil {
 				s.Close()
 				return nil, err
@@ -100,7 +101,7 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		}
 		backend = t
 	case resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
-		st, err := buildStateful(mode, c, s, sm, log)
+		st, err := buildStateful(mode, c, lifetime, s, sm, log)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -113,7 +114,7 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 	layer, err := resumption.New(resumption.Config{
 		Mode:     mode,
 		Backend:  backend,
-		Lifetime: c.SessionLifetime,
+		Lifetime: lifetime,
 		Scope:    certs.Scope,
 		Metrics:  m,
 		Logger:   log.Named("resumption"),
@@ -128,17 +129,13 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 
 // buildKeySource builds the ticket key source; closers of what it opens
 // (a Redis client) are added to s.
-func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
+func buildKeySource(c config.Resumption, lifetime time.Duration, h *ticketkeys.Holder, s *sessions, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
 	m, err := ticketkeys.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
 	log = log.Named("ticketkeys")
 	k := c.TicketKeys
-	lifetime := c.SessionLifetime
-	if lifetime == 0 {
-		lifetime = resumption.DefaultLifetime
-	}
 	switch k.Source {
 	case "", "generate":
 		return ticketkeys.NewGenerateSource(h, ticketkeys.GenerateConfig{
@@ -147,13 +144,9 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 	case "file":
 		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, Logger: log, Metrics: m})
 	case "redis":
-		store, err := redisstore.New(redisstore.Config{
-			Addrs:        k.Redis.Addrs,
-			MasterName:   k.Redis.MasterName,
-			PasswordFile: k.Redis.PasswordFile,
-		})
+		store, err := redisstore.New(k.Redis.StoreConfig())
 		if err != nil {
-			return nil, fmt.Errorf("resumption.ticket_keys.redis: %w", err)
+			return nil, fmt.Errorf("resumption.ticket_keys.%w", err) // redis.<field>: ...
 		}
 		s.close = append(s.close, store.Close)
 		return ticketkeys.NewRedisSource(h, ticketkeys.RedisConfig{
@@ -170,48 +163,44 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 }
 
 // buildStateful builds the backend of the stateful modes over its shared
-// store (none in mode sticky); closers are added to s.
-func buildStateful(mode string, c config.Resumption, s *sessions, sm *stateful.Metrics, log *zap.Logger) (*stateful.Backend, error) {
-	timeout := c.Store.Timeout
-	if timeout == 0 {
-		timeout = stateful.DefaultTimeout
+// store (none in mode sticky); closers are added to s. lifetime is the
+// session lifetime in force.
+func buildStateful(mode string, c config.Resumption, lifetime time.Duration, s *sessions, sm *stateful.Metrics, log *zap.Logger) (*stateful.Backend, error) {
+	sc := stateful.Config{
+		Mode:      mode,
+		Lifetime:  lifetime,
+		Timeout:   c.Store.Timeout,
+		SingleUse: c.Store.SingleUse,
+		Breaker:   stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
+		Logger:    log.Named("sessions"),
+		Metrics:   sm,
 	}
-	var shared sessioncache.Store
 	switch mode {
 	case resumption.ModeRedis:
 		rc := c.Redis
-		rc.Timeout = timeout
+		rc.Timeout = sc.StoreTimeout()
 		st, err := redisstore.New(rc)
 		if err != nil {
-			return nil, fmt.Errorf("resumption.redis: %w", err)
+			return nil, fmt.Errorf("resumption.%w", err) // redis.<field>: ...
 		}
 		s.close = append(s.close, st.Close)
-		shared = st
+		sc.Store = st
 	case resumption.ModeMemcached:
 		mc := c.Memcached
-		mc.Timeout = timeout
+		mc.Timeout = sc.StoreTimeout()
 		st, err := memcachestore.New(mc)
 		if err != nil {
-			return nil, fmt.Errorf("resumption.memcached: %w", err)
+			return nil, fmt.Errorf("resumption.%w", err) // memcached.<field>: ...
 		}
 		s.close = append(s.close, st.Close)
-		shared = st
+		sc.Store = st
 	}
 	local, err := lru.New(lru.Config{MaxEntries: c.Store.LocalCache.MaxEntries, MaxBytes: c.Store.LocalCache.MaxBytes})
 	if err != nil {
 		return nil, fmt.Errorf("resumption.store.local_cache: %w", err)
 	}
-	st, err := stateful.New(stateful.Config{
-		Mode:      mode,
-		Store:     shared,
-		Local:     local,
-		Lifetime:  c.SessionLifetime,
-		Timeout:   timeout,
-		SingleUse: c.Store.SingleUse,
-		Breaker:   stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
-		Logger:    log.Named("sessions"),
-		Metrics:   sm,
-	})
+	sc.Local = local
+	st, err := stateful.New(sc)
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,11 @@ func TestParseBad(t *testing.T) {
 		{"unknown key source", "resumption: {ticket_keys: {source: vault}}\n" + goodRoute, `resumption.ticket_keys.source: "vault"`},
 		{"redis keys without kek", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"127.0.0.1:6379\"]}}}\n" + goodRoute, "resumption.ticket_keys.redis.kek_file: required"},
 		{"redis keys bad addr", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"redis\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: "redis"`},
+		// Store addresses get the one store address check, sessioncache.CheckAddr:
+		// a host, and a port that is not 0.
+		{"redis keys port 0", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"127.0.0.1:0\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: "127.0.0.1:0": port must be a number in 1..65535`},
+		{"redis keys no host", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\":6379\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: ":6379": host is empty`},
+		{"negative store timeout", "resumption: {store: {timeout: -1s}}\n" + goodRoute, `resumption.store.timeout: must not be negative, got "-1s"`},
 		{"negative rotation", "resumption: {ticket_keys: {rotate_every: -1h}}\n" + goodRoute, `resumption.ticket_keys.rotate_every: must be positive, got "-1h0m0s"`},
 	}
 	for _, tt := range tests {

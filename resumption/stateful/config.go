@@ -1,6 +1,7 @@
 package stateful
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +71,7 @@ type Config struct {
 	Prefix string
 
 	// Lifetime is the time to live of stored sessions. Set it to the Layer's
-	// Lifetime, which also refuses older sessions. If zero, resumption.DefaultLifetime
+	// Lifetime, which also refuses older sessions. If zero, resumption.DefaultSessionLifetime
 	// is used; values above resumption.MaxLifetime are refused.
 	Lifetime time.Duration
 
@@ -112,6 +113,11 @@ type Config struct {
 	Metrics *Metrics
 }
 
+// StoreTimeout returns the bound on each shared store call: Timeout, or
+// DefaultTimeout if it is zero. Give it to the store client too (its own
+// socket deadlines), so both agree.
+func (c Config) StoreTimeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
+
 // Validate reports the first invalid field of c. It does no I/O.
 func (c Config) Validate() error {
 	switch c.Mode {
@@ -132,8 +138,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("resumption.store.prefix: %q: %w", c.Prefix, err)
 		}
 	}
-	if c.Lifetime < 0 || c.Lifetime > resumption.MaxLifetime {
-		return fmt.Errorf("resumption.session_lifetime: %q: must be between 0 and %s", c.Lifetime, resumption.MaxLifetime)
+	if err := resumption.CheckSessionLifetime(c.Lifetime); err != nil {
+		return err
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("resumption.store.timeout: must not be negative, got %q", c.Timeout)

@@ -119,8 +119,8 @@ func New(cfg Config) (*Backend, error) {
 		shared:    cfg.Store,
 		local:     cfg.Local,
 		prefix:    cfg.Prefix,
-		lifetime:  cfg.Lifetime,
-		timeout:   cfg.Timeout,
+		lifetime:  resumption.SessionLifetime(cfg.Lifetime),
+		timeout:   cfg.StoreTimeout(),
 		singleUse: cfg.SingleUse,
 		rand:      cfg.Rand,
 		log:       cfg.Logger,
@@ -131,12 +131,6 @@ func New(cfg Config) (*Backend, error) {
 		if s.shared != nil {
 			s.mode = "shared"
 		}
-	}
-	if s.lifetime == 0 {
-		s.lifetime = resumption.DefaultLifetime
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultTimeout
 	}
 	if s.rand == nil {
 		s.rand = rand.Reader

@@ -251,8 +251,8 @@ func TestFormat(t *testing.T) {
 				t.Fatalf("store calls %+v; want one put", puts)
 			}
 			put := puts[0]
-			if put.TTL != resumption.DefaultLifetime {
-				t.Fatalf("put ttl %s; want the lifetime %s", put.TTL, resumption.DefaultLifetime)
+			if put.TTL != resumption.DefaultSessionLifetime {
+				t.Fatalf("put ttl %s; want the lifetime %s", put.TTL, resumption.DefaultSessionLifetime)
 			}
 			sid := s.SessionID(h)
 			if want := "fleet/edgeproxy/v1/sess/" + sid; put.Key != want {
