@@ -153,7 +153,7 @@ func TestValidate(t *testing.T) {
 func TestNewResolves(t *testing.T) {
 	// gomemcache.New would swallow this error until the first call.
 	_, err := New(Config{Servers: []string{"127.0.0.1:11211", "host.invalid:11211"}})
-	if err == nil || !strings.Contains(err.Error(), "sessioncache/memcache: resolving memcached.servers: ") {
+	if err == nil || !strings.Contains(err.Error(), "memcached.servers: resolving: ") {
 		t.Fatalf("New(unresolvable server) = %v, want a resolution error", err)
 	}
 }

@@ -136,8 +136,8 @@ func TestNewErrors(t *testing.T) {
 		cfg  redis.Config
 		want string // a substring of the error
 	}{
-		{"invalid", redis.Config{}, "sessioncache/redis: redis.addrs: at least one address is required"},
-		{"pw_file_missing", redis.Config{Addrs: one, PasswordFile: filepath.Join(dir, "nope")}, "reading redis.password_file: open"},
+		{"invalid", redis.Config{}, "redis.addrs: at least one address is required"},
+		{"pw_file_missing", redis.Config{Addrs: one, PasswordFile: filepath.Join(dir, "nope")}, "redis.password_file: open"},
 		{"pw_file_group_readable", redis.Config{Addrs: one, PasswordFile: write("pw640", "secret\n", 0o640)},
 			"has mode 0640: group and others must have no access (chmod 600 "},
 		{"pw_file_world_readable", redis.Config{Addrs: one, PasswordFile: write("pw604", "secret\n", 0o604)}, "has mode 0604"},
@@ -145,7 +145,7 @@ func TestNewErrors(t *testing.T) {
 		{"pw_file_dir", redis.Config{Addrs: one, PasswordFile: dir}, "is not a regular file"},
 		{"pw_env_unset", redis.Config{Addrs: one, PasswordEnv: "EDGEPROXY_TEST_UNSET_VAR"},
 			`redis.password_env: environment variable "EDGEPROXY_TEST_UNSET_VAR" is unset or empty`},
-		{"ca_missing", redis.Config{Addrs: one, TLS: true, TLSCAFile: filepath.Join(dir, "nope.pem")}, "reading redis.tls_ca_file: open"},
+		{"ca_missing", redis.Config{Addrs: one, TLS: true, TLSCAFile: filepath.Join(dir, "nope.pem")}, "redis.tls_ca_file: open"},
 		{"ca_not_pem", redis.Config{Addrs: one, TLS: true, TLSCAFile: write("ca.pem", "not a certificate", 0o644)}, "holds no PEM certificate"},
 	}
 	for _, tt := range tests {
