@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // Handshake failure reasons, the values of the reason label of
@@ -28,8 +32,13 @@ type TLSMetrics struct {
 }
 
 // NewTLSMetrics creates the handshake collectors and registers them with reg
-// if reg is not nil.
-func NewTLSMetrics(reg prometheus.Registerer) *TLSMetrics {
+// if reg is not nil. It returns an error if registration fails, for example
+// because another TLSMetrics is registered with reg already.
+//
+// edgeproxy_tls_handshakes_total{resumed="true"} is the count of completed
+// resumptions (edgeproxy_resumption_unwrap_total counts what the session
+// layer opened, which crypto/tls may still refuse).
+func NewTLSMetrics(reg prometheus.Registerer) (*TLSMetrics, error) {
 	m := &TLSMetrics{
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_tls_handshakes_total",
@@ -58,10 +67,10 @@ func NewTLSMetrics(reg prometheus.Registerer) *TLSMetrics {
 	for _, r := range []string{ReasonTimeout, ReasonClientClosed, ReasonBadClientHello, ReasonVersion, ReasonNoSharedCipher, ReasonOther} {
 		m.errs[r] = m.errors.WithLabelValues(r)
 	}
-	if reg != nil {
-		reg.MustRegister(m.handshakes, m.duration, m.errors)
+	if err := promreg.Register(reg, m.handshakes, m.duration, m.errors); err != nil {
+		return nil, fmt.Errorf("proxy: registering TLS metrics: %w", err)
 	}
-	return m
+	return m, nil
 }
 
 func (m *TLSMetrics) handshakeDone(version uint16, resumed bool, seconds float64) {

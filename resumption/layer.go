@@ -260,7 +260,7 @@ func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (ss *tls.Session
 		l.counts.scopeMismatch.Inc()
 		return nil, 0, ""
 	}
-	l.counts.resumed.Inc()
+	l.counts.opened.Inc()
 	return ss, authAt, sessionID
 }
 

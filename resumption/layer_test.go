@@ -113,7 +113,11 @@ func handshake(t *testing.T, server *tls.Config, client *tls.Config) bool {
 func newLayer(t *testing.T, cfg Config) (*Layer, *Metrics) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg.Metrics = NewMetrics(reg)
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Metrics = m
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +185,7 @@ func TestLayerLifetimeAndScope(t *testing.T) {
 			if got := unwraps(m, ModeTickets, ResultExpired); got != 1 {
 				t.Fatalf("expired = %d, want 1", got)
 			}
-			if got := unwraps(m, ModeTickets, ResultResumed); got != 3 {
+			if got := unwraps(m, ModeTickets, ResultOpened); got != 3 {
 				t.Fatalf("resumed = %d, want 3", got)
 			}
 		})
@@ -271,5 +275,18 @@ func TestConfigValidate(t *testing.T) {
 	l, err := New(Config{Backend: b})
 	if err != nil || l.Lifetime() != DefaultSessionLifetime {
 		t.Fatalf("zero lifetime: %v, %v; want default %v", l.Lifetime(), err, DefaultSessionLifetime)
+	}
+}
+
+// TestMetricsRegisterTwice: a second Metrics on one registry is an error,
+// not a panic.
+func TestMetricsRegisterTwice(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := NewMetrics(reg); err == nil || m != nil {
+		t.Fatalf("second registration = %v, %v; want an error", m, err)
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/resumption/stateful"
@@ -137,12 +138,19 @@ func (a *App) load() (*config.Config, error) {
 
 func (a *App) build() error {
 	cfg := a.cfg
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
-	a.resMetrics = resumption.NewMetrics(a.reg)
-	a.statefulMetrics = stateful.NewMetrics(a.reg)
-
-	var err error
+	err := promreg.Register(a.reg, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err != nil {
+		return fmt.Errorf("registering process metrics: %w", err)
+	}
+	if a.tlsMetrics, err = proxy.NewTLSMetrics(a.reg); err != nil {
+		return err
+	}
+	if a.resMetrics, err = resumption.NewMetrics(a.reg); err != nil {
+		return err
+	}
+	if a.statefulMetrics, err = stateful.NewMetrics(a.reg); err != nil {
+		return err
+	}
 	if len(cfg.TLS.Certificates) > 0 {
 		a.certs, err = proxy.LoadCerts(cfg.TLS.Certificates)
 	} else {

@@ -56,7 +56,7 @@ func BenchmarkWrap(b *testing.B) {
 	for _, st := range benchStores(b) {
 		b.Run(st.name, func(b *testing.B) {
 			cfg := st.cfg
-			cfg.Metrics = NewMetrics(nil)
+			cfg.Metrics = mustMetrics(b, nil)
 			s, err := New(cfg)
 			if err != nil {
 				b.Fatal(err)
@@ -82,7 +82,7 @@ func BenchmarkUnwrap(b *testing.B) {
 	for _, st := range benchStores(b) {
 		b.Run(st.name, func(b *testing.B) {
 			cfg := st.cfg
-			cfg.Metrics = NewMetrics(nil)
+			cfg.Metrics = mustMetrics(b, nil)
 			s, err := New(cfg)
 			if err != nil {
 				b.Fatal(err)

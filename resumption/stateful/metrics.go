@@ -1,10 +1,13 @@
 package stateful
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // StoreBuckets are the buckets, in seconds, of
@@ -66,9 +69,10 @@ type Metrics struct {
 	gauges   *gauges
 }
 
-// NewMetrics creates the collectors and registers them with reg, if
-// reg is not nil.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics creates the collectors and registers them with reg, if reg is
+// not nil. It returns an error if registration fails, for example because
+// another Metrics is registered with reg already.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_session_store_calls_total",
@@ -91,10 +95,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			backends: make(map[*Backend]struct{}),
 		},
 	}
-	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.fallback, m.gauges)
+	if err := promreg.Register(reg, m.calls, m.duration, m.fallback, m.gauges); err != nil {
+		return nil, fmt.Errorf("stateful: registering metrics: %w", err)
 	}
-	return m
+	return m, nil
 }
 
 func (m *Metrics) attach(s *Backend) {

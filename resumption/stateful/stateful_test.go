@@ -50,13 +50,13 @@ func newNode(tb testing.TB, cfg Config, version uint16) *node {
 		tb.Fatal(err)
 	}
 	cfg.Local = n.local
-	cfg.Metrics = NewMetrics(n.reg)
+	cfg.Metrics = mustMetrics(tb, n.reg)
 	n.s, err = New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { n.s.Close() })
-	layer, err := resumption.New(resumption.Config{Mode: n.s.mode, Backend: n.s, Metrics: resumption.NewMetrics(n.reg), Now: cfg.Now, Lifetime: cfg.Lifetime})
+	layer, err := resumption.New(resumption.Config{Mode: n.s.mode, Backend: n.s, Metrics: mustLayerMetrics(tb, n.reg), Now: cfg.Now, Lifetime: cfg.Lifetime})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func newFaulty(tb testing.TB, cfg Config) (*Backend, *storetest.Recorder, *fault
 	rec := storetest.NewRecorder(backing)
 	rec.Fault = faults.fault
 	reg := prometheus.NewRegistry()
-	cfg.Store, cfg.Now, cfg.Metrics = rec, clk.Now, NewMetrics(reg)
+	cfg.Store, cfg.Now, cfg.Metrics = rec, clk.Now, mustMetrics(tb, reg)
 	if cfg.Mode == "" {
 		cfg.Mode = resumption.ModeRedis
 	}
@@ -491,7 +491,7 @@ func TestDegraded(t *testing.T) {
 		clk := storetest.NewClock(time.Now())
 		hung := &hungStore{}
 		reg := prometheus.NewRegistry()
-		s, err := New(Config{Mode: resumption.ModeMemcached, Store: hung, Timeout: time.Millisecond, Now: clk.Now, Metrics: NewMetrics(reg)})
+		s, err := New(Config{Mode: resumption.ModeMemcached, Store: hung, Timeout: time.Millisecond, Now: clk.Now, Metrics: mustMetrics(t, reg)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -671,7 +671,7 @@ func TestMetricsNil(t *testing.T) {
 
 func TestMetricsShared(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
+	m := mustMetrics(t, reg)
 	var nodes []*Backend
 	for range 2 {
 		s, err := New(Config{Metrics: m})
@@ -727,3 +727,32 @@ func ExampleBackend() {
 }
 
 var _ sessioncache.Store = (*hungStore)(nil)
+
+func mustMetrics(tb testing.TB, reg prometheus.Registerer) *Metrics {
+	tb.Helper()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func mustLayerMetrics(tb testing.TB, reg prometheus.Registerer) *resumption.Metrics {
+	tb.Helper()
+	m, err := resumption.NewMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// TestMetricsRegisterTwice: a second Metrics on one registry is an error,
+// not a panic.
+func TestMetricsRegisterTwice(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	mustMetrics(t, reg)
+	if m, err := NewMetrics(reg); err == nil || m != nil {
+		t.Fatalf("second registration = %v, %v; want an error", m, err)
+	}
+}
