@@ -21,6 +21,7 @@ func (b sidBackend) UnwrapSessionID(identity []byte, cs tls.ConnectionState) (*t
 }
 
 func TestConnConfigRecordsSessionID(t *testing.T) {
+	t.Parallel()
 	st := &tls.SessionState{Extra: [][]byte{{extraTag, 0, 0, 0, 0, 0, 0, 0, 0}}}
 	l, err := New(Config{Backend: sidBackend{&fakeBackend{unwrap: st}}, Now: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
@@ -62,6 +63,7 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 // within the lifetime must still do a full handshake once the lifetime has
 // passed since its last full handshake.
 func TestLifetimeCountsFromTheFullHandshake(t *testing.T) {
+	t.Parallel()
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tlsName(v), func(t *testing.T) {
 			tickets, err := NewTickets(TicketsConfig{Keys: testRing(t)})

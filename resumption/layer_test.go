@@ -130,6 +130,7 @@ func unwraps(m *Metrics, mode, result string) int {
 }
 
 func TestLayerLifetimeAndScope(t *testing.T) {
+	t.Parallel()
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tlsName(v), func(t *testing.T) {
 			tickets, err := NewTickets(TicketsConfig{Keys: testRing(t)})
@@ -216,6 +217,7 @@ func (f *fakeBackend) UnwrapSession([]byte, tls.ConnectionState) (*tls.SessionSt
 }
 
 func TestLayerNeverFails(t *testing.T) {
+	t.Parallel()
 	noExtra := &tls.SessionState{}
 	tests := []struct {
 		name   string
@@ -254,6 +256,7 @@ func TestLayerNeverFails(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	b := &fakeBackend{}
 	tests := []struct {
 		name string

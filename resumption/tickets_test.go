@@ -125,6 +125,7 @@ func ticketServerConfig(tb testing.TB, a *ticketAdapter, version uint16) *tls.Co
 }
 
 func TestNewTicketsValidates(t *testing.T) {
+	t.Parallel()
 	ring := newTicketTestRing(t, newTicketKey(t, 1))
 	tests := []struct {
 		name    string
@@ -156,6 +157,7 @@ func TestNewTicketsValidates(t *testing.T) {
 }
 
 func TestTicketsRoundTripState(t *testing.T) {
+	t.Parallel()
 	key := newTicketKey(t, 1)
 	tk := newTestTickets(t, newTicketTestRing(t, key))
 	for _, v := range tlstest.Versions {
@@ -195,6 +197,7 @@ func TestTicketsRoundTripState(t *testing.T) {
 }
 
 func TestTicketsResumeHandshake(t *testing.T) {
+	t.Parallel()
 	l := tlstest.NewLoopback(t)
 	for _, v := range tlstest.Versions {
 		t.Run(v.Name, func(t *testing.T) {
@@ -234,6 +237,7 @@ func TestTicketsResumeHandshake(t *testing.T) {
 // TestTicketsFleetRoundRobin runs three servers, as three nodes, sharing one
 // ring; the client goes to each in turn and must resume everywhere.
 func TestTicketsFleetRoundRobin(t *testing.T) {
+	t.Parallel()
 	const reconnects = 100
 	l := tlstest.NewLoopback(t)
 	for _, v := range tlstest.Versions {
@@ -273,6 +277,7 @@ func TestTicketsFleetRoundRobin(t *testing.T) {
 // ticket on every resumption, through WrapSession), and that a ticket whose
 // key left the ring is a miss: a full handshake, not a failure.
 func TestTicketsRotation(t *testing.T) {
+	t.Parallel()
 	l := tlstest.NewLoopback(t)
 	for _, v := range tlstest.Versions {
 		t.Run(v.Name, func(t *testing.T) {
@@ -335,6 +340,7 @@ func TestTicketsRotation(t *testing.T) {
 // ticket from WrapSession opens by the spec, and a ticket sealed by the spec
 // opens with UnwrapSession.
 func TestTicketsFormat(t *testing.T) {
+	t.Parallel()
 	key := newTicketKey(t, 7)
 	tk := newTestTickets(t, newTicketTestRing(t, key))
 	ss := tlstest.Session(t, tls.VersionTLS13)
@@ -421,6 +427,7 @@ func bitRegion(i, n int) string {
 }
 
 func TestTicketsBadTickets(t *testing.T) {
+	t.Parallel()
 	key := newTicketKey(t, 1)
 	ring := newTicketTestRing(t, key, newTicketKey(t, 2))
 	tk := newTestTickets(t, ring)
@@ -518,6 +525,7 @@ func TestTicketsBadTickets(t *testing.T) {
 }
 
 func TestTicketsNoRing(t *testing.T) {
+	t.Parallel()
 	tk := newTestTickets(t, &ticketTestRing{})
 	ss := tlstest.Session(t, tls.VersionTLS13)
 	if ticket, err := tk.WrapSession(tls.ConnectionState{}, ss); err == nil || ticket != nil {
@@ -537,6 +545,7 @@ type ticketFailingReader struct{ err error }
 func (r ticketFailingReader) Read([]byte) (int, error) { return 0, r.err }
 
 func TestTicketsRandFailure(t *testing.T) {
+	t.Parallel()
 	errEntropy := errors.New("entropy exhausted")
 	ss := tlstest.Session(t, tls.VersionTLS13)
 	tests := []struct {
@@ -584,6 +593,7 @@ func (ticketRepeatingReader) Read(p []byte) (int, error) {
 }
 
 func TestTicketsSaltNonceUnique(t *testing.T) {
+	t.Parallel()
 	const n = 100_000
 	key := newTicketKey(t, 1)
 	tests := []struct {
@@ -635,6 +645,7 @@ func TestTicketsSaltNonceUnique(t *testing.T) {
 // the ring rotates between orders of the same two keys, so every ticket must
 // open; run with -race.
 func TestTicketsConcurrentRotation(t *testing.T) {
+	t.Parallel()
 	k1, k2 := newTicketKey(t, 1), newTicketKey(t, 2)
 	ring := newTicketTestRing(t, k1, k2)
 	r1, r2 := ring.Ring(), func() *ticketkeys.Ring { ring.set(t, k2, k1); return ring.Ring() }()

@@ -10,6 +10,7 @@ import (
 )
 
 func TestNewRing(t *testing.T) {
+	t.Parallel()
 	a, b := testKey(1), testKey(2)
 	tooMany := make([]*Key, MaxKeys+1)
 	for i := range tooMany {
@@ -58,6 +59,7 @@ func TestNewRing(t *testing.T) {
 }
 
 func TestHolderZeroesRetiredKeysAfterGrace(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	a, b, c := testKey(1), testKey(2), testKey(3)
 	if h.Ring() != nil {
@@ -99,6 +101,7 @@ func TestHolderZeroesRetiredKeysAfterGrace(t *testing.T) {
 }
 
 func TestHolderKeyComingBackIsNotZeroed(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	a, b := testKey(1), testKey(2)
 	h.Store(mustRing(t, a, b))
@@ -111,6 +114,7 @@ func TestHolderKeyComingBackIsNotZeroed(t *testing.T) {
 }
 
 func TestHolderCloseZeroesPendingKeys(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	a, b := testKey(1), testKey(2)
 	h.Store(mustRing(t, a))
@@ -133,6 +137,7 @@ func TestHolderCloseZeroesPendingKeys(t *testing.T) {
 }
 
 func TestHolderRealTimerZeroes(t *testing.T) {
+	t.Parallel()
 	// The default schedule is time.AfterFunc; with a tiny grace the
 	// callback runs, and Close waits for it.
 	h := NewHolder(HolderConfig{RetireGrace: time.Nanosecond})
@@ -146,6 +151,7 @@ func TestHolderRealTimerZeroes(t *testing.T) {
 }
 
 func TestHolderRingDoesNotAllocate(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun refuses to run in a parallel test.
 	var h Holder
 	h.Store(mustRing(t, testKey(1)))
 	if n := testing.AllocsPerRun(100, func() { _ = h.Ring().Current() }); n != 0 {
@@ -157,6 +163,7 @@ func TestHolderRingDoesNotAllocate(t *testing.T) {
 // writer swaps rings; run with -race. Keys are zeroed only after the readers
 // stop (the grace period outlasts them), which Close then proves.
 func TestHolderConcurrent(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	h.Store(mustRing(t, testKey(0)))
 	var stop atomic.Bool

@@ -104,6 +104,7 @@ func metric(t *testing.T, a *App, name string) float64 {
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	up1 := httptest.NewServer(demoapp.Handler("up1"))
 	defer up1.Close()
 	up2 := httptest.NewServer(demoapp.Handler("up2"))
@@ -184,6 +185,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func TestDeadUpstreams(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(demoapp.Handler("alive"))
 	defer up.Close()
 	dead := deadAddr(t)
@@ -219,6 +221,7 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestHandshakeFailuresAreCounted(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(demoapp.Handler("up"))
 	defer up.Close()
 	a := startNode(t, config.Config{TLS: config.TLS{MinVersion: "1.3"}, Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}})
@@ -247,6 +250,7 @@ func TestHandshakeFailuresAreCounted(t *testing.T) {
 }
 
 func TestReloadKeepsOldConfigOnError(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(demoapp.Handler("up"))
 	defer up.Close()
 	cfg := config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}}
@@ -276,6 +280,7 @@ func TestReloadKeepsOldConfigOnError(t *testing.T) {
 // broken key file here, a Redis outage in production) must not hold back
 // the rest of the reload.
 func TestReloadAppliesRoutesWhenKeysFail(t *testing.T) {
+	t.Parallel()
 	up1 := httptest.NewServer(demoapp.Handler("up1"))
 	defer up1.Close()
 	up2 := httptest.NewServer(demoapp.Handler("up2"))

@@ -13,6 +13,7 @@ routes:
 `
 
 func TestParseGood(t *testing.T) {
+	t.Parallel()
 	c, err := Parse(strings.NewReader(`
 listen: 127.0.0.1:8443
 admin: ""
@@ -42,6 +43,7 @@ routes:
 }
 
 func TestParseBad(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, yaml, want string
 	}{
@@ -86,6 +88,7 @@ func TestParseBad(t *testing.T) {
 }
 
 func TestLoadNamesTheFile(t *testing.T) {
+	t.Parallel()
 	p := filepath.Join(t.TempDir(), "edgeproxy.yaml")
 	if err := os.WriteFile(p, []byte("routes: []\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -97,6 +100,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 }
 
 func TestExampleConfigsAreValid(t *testing.T) {
+	t.Parallel()
 	files, _ := filepath.Glob("../../configs/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no example configs found in configs/")

@@ -89,6 +89,7 @@ func (c connector) expect(what string, cli *tls.Config, n *node, resume bool) {
 }
 
 func TestFleetRoundRobin(t *testing.T) {
+	t.Parallel()
 	const reconnects = 100
 	l := tlstest.NewLoopback(t)
 	for _, kind := range storeKinds {
@@ -128,6 +129,8 @@ func TestFleetRoundRobin(t *testing.T) {
 // (empty) new sessions resume across nodes again, after the breakers'
 // cooldown on the injected clock.
 func TestStoreKilled(t *testing.T) {
+	// Not parallel: its healthy steps run under the default 25ms store
+	// timeout, which the load of other tests could exceed.
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, kind := range storeKinds {
 		for _, v := range tlstest.Versions {
@@ -188,6 +191,8 @@ func TestStoreKilled(t *testing.T) {
 // TestStoreHung pauses the store (SIGSTOP): handshakes still
 // complete within the per-call timeout, and resume on the issuing node.
 func TestStoreHung(t *testing.T) {
+	// Not parallel: its healthy steps run under the default 25ms store
+	// timeout, which the load of other tests could exceed.
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, kind := range storeKinds {
 		for _, v := range tlstest.Versions {
@@ -257,6 +262,7 @@ func (c *capture) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([
 // TestRedisValueOpaque reads what Redis holds with a Redis client
 // of its own: neither the state nor its secret, and a key that is not the id.
 func TestRedisValueOpaque(t *testing.T) {
+	t.Parallel()
 	srv, store := startRedis(t)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
@@ -319,6 +325,7 @@ func TestRedisValueOpaque(t *testing.T) {
 }
 
 func TestRevokeHandshake(t *testing.T) {
+	t.Parallel()
 	_, store := startRedis(t)
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, v := range tlstest.Versions {
@@ -341,6 +348,7 @@ func TestRevokeHandshake(t *testing.T) {
 }
 
 func TestSingleUseHandshake(t *testing.T) {
+	t.Parallel()
 	_, store := startMemcached(t)
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, v := range tlstest.Versions {
@@ -364,6 +372,7 @@ func TestSingleUseHandshake(t *testing.T) {
 }
 
 func TestStickyHandshake(t *testing.T) {
+	t.Parallel()
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, v := range tlstest.Versions {
 		t.Run(v.Name, func(t *testing.T) {

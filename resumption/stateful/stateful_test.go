@@ -191,6 +191,7 @@ func isStoreErr(err error) bool {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	store := storetest.NewRecorder(nil)
 	tests := []struct {
 		name    string
@@ -237,6 +238,7 @@ func TestConfigValidate(t *testing.T) {
 // crypto/aes and crypto/cipher directly, and checks that neither the store
 // nor the handle holds the state.
 func TestFormat(t *testing.T) {
+	t.Parallel()
 	for _, v := range tlstest.Versions {
 		t.Run(v.Name, func(t *testing.T) {
 			s, rec, _, _, _ := newFaulty(t, Config{Prefix: "fleet/"})
@@ -304,6 +306,7 @@ func testSecret(tb testing.TB, state []byte) []byte {
 }
 
 func TestGarbage(t *testing.T) {
+	t.Parallel()
 	s, rec, _, _, _ := newFaulty(t, Config{})
 	sticky, err := New(Config{})
 	if err != nil {
@@ -369,6 +372,7 @@ func TestGarbage(t *testing.T) {
 }
 
 func TestSessionIDAndRevoke(t *testing.T) {
+	t.Parallel()
 	s, rec, _, _, _ := newFaulty(t, Config{})
 	ss := tlstest.Session(t, tls.VersionTLS12)
 	h := mustWrap(t, s, ss)
@@ -423,6 +427,7 @@ func TestSessionIDAndRevoke(t *testing.T) {
 // TestDegraded covers the failure paths a real server cannot produce
 // on demand: an error on one op only, a timeout classification.
 func TestDegraded(t *testing.T) {
+	t.Parallel()
 	ss := tlstest.Session(t, tls.VersionTLS13)
 
 	t.Run("store error falls back to local", func(t *testing.T) {
@@ -528,6 +533,7 @@ func (h *hungStore) Put(ctx context.Context, _ string, _ []byte, _ time.Duration
 func (h *hungStore) Delete(ctx context.Context, _ string) error { return h.wait(ctx) }
 
 func TestBreaker(t *testing.T) {
+	t.Parallel()
 	const failures, cooldown = 3, 10 * time.Second
 	s, rec, f, clk, reg := newFaulty(t, Config{Breaker: BreakerConfig{Failures: failures, Cooldown: cooldown}})
 	ss := tlstest.Session(t, tls.VersionTLS12)
@@ -596,6 +602,7 @@ func TestBreaker(t *testing.T) {
 // checks that concurrent handshakes do not call the store, nor wait for the
 // probe, but resume from the local cache.
 func TestBreakerMergesProbes(t *testing.T) {
+	t.Parallel()
 	s, rec, f, clk, _ := newFaulty(t, Config{Breaker: BreakerConfig{Failures: 1, Cooldown: time.Second}})
 	h := mustWrap(t, s, tlstest.Session(t, tls.VersionTLS13))
 	f.failing.Store(true)
@@ -641,6 +648,7 @@ func TestBreakerMergesProbes(t *testing.T) {
 }
 
 func TestSingleUseDegraded(t *testing.T) {
+	t.Parallel()
 	s, _, f, _, _ := newFaulty(t, Config{SingleUse: true})
 	ss := tlstest.Session(t, tls.VersionTLS13)
 	h := mustWrap(t, s, ss)
@@ -658,6 +666,7 @@ func TestSingleUseDegraded(t *testing.T) {
 }
 
 func TestMetricsNil(t *testing.T) {
+	t.Parallel()
 	s, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -670,6 +679,7 @@ func TestMetricsNil(t *testing.T) {
 }
 
 func TestMetricsShared(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m := mustMetrics(t, reg)
 	var nodes []*Backend

@@ -40,6 +40,7 @@ func newStore(t testing.TB, cfg redis.Config) *redis.Store {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	storetest.Run(t, func(t *testing.T) sessioncache.Store {
 		// A generous Timeout: this suite checks behaviour, not latency, and
@@ -53,6 +54,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestKeyPrefix(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "fleet-a/"})
 	ctx := t.Context()
@@ -71,6 +73,7 @@ func TestKeyPrefix(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	one := []string{"127.0.0.1:6379"}
 	tests := []struct {
 		name string
@@ -119,6 +122,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name, content string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
@@ -175,6 +179,7 @@ func TestNewErrors(t *testing.T) {
 // TestAuth checks every password source against a server that requires one,
 // set up on the fly with CONFIG SET and ACL SETUSER.
 func TestAuth(t *testing.T) {
+	// Not parallel: it uses t.Setenv.
 	srv := testserver.Redis(t)
 	ctx := t.Context()
 	admin := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 5 * time.Second})
@@ -314,6 +319,7 @@ func startTLSRedis(t *testing.T) (addr, caFile string) {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	addr, caFile := startTLSRedis(t)
 	addrs := []string{addr}
 	tests := []struct {
@@ -383,6 +389,7 @@ func eventually(t *testing.T, what string, op func() error) {
 }
 
 func TestServerStopped(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 500 * time.Millisecond, PoolSize: 4})
 	ctx := t.Context()
@@ -412,6 +419,7 @@ func TestServerStopped(t *testing.T) {
 }
 
 func TestServerPaused(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 300 * time.Millisecond})
 	ctx := t.Context()
@@ -456,6 +464,7 @@ func TestServerPaused(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}})
 	if err != nil {
