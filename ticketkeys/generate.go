@@ -82,10 +82,7 @@ var _ Source = (*GenerateSource)(nil)
 // NewGenerateSource validates cfg and returns a source that publishes into
 // h. It starts nothing until Start.
 func NewGenerateSource(h *Holder, cfg GenerateConfig) (*GenerateSource, error) {
-	if h == nil {
-		return nil, errors.New("ticketkeys: holder is nil")
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := checkNew(h, cfg); err != nil {
 		return nil, err
 	}
 	return &GenerateSource{
@@ -117,16 +114,7 @@ func (s *GenerateSource) Start(ctx context.Context) error {
 // publishes the new ring. Past keys stay while tickets they sealed may still
 // be within Lifetime. On error the current ring is kept. After Close it
 // returns ErrClosed.
-func (s *GenerateSource) Rotate() error {
-	if s.stopped() {
-		return ErrClosed
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.rotateLocked()
-	s.record(err)
-	return err
-}
+func (s *GenerateSource) Rotate() error { return s.apply(&s.mu, s.rotateLocked) }
 
 // tick rotates if the sealing key is RotateEvery old by the injected clock,
 // and returns the wait until the next rotation is due.

@@ -162,10 +162,7 @@ var (
 // NewRedisSource validates cfg and returns a source that publishes into h. It
 // reaches nothing until Start.
 func NewRedisSource(h *Holder, cfg RedisConfig) (*RedisSource, error) {
-	if h == nil {
-		return nil, errors.New("ticketkeys: holder is nil")
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := checkNew(h, cfg); err != nil {
 		return nil, err
 	}
 	rotate := cmp.Or(cfg.RotateEvery, DefaultRotateEvery)

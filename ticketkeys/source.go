@@ -313,6 +313,28 @@ func randReader(rnd io.Reader) io.Reader {
 	return rnd
 }
 
+// checkNew reports why a source cannot be built on h with cfg: a nil Holder,
+// or cfg's own Validate error.
+func checkNew(h *Holder, cfg interface{ Validate() error }) error {
+	if h == nil {
+		return errors.New("ticketkeys: holder is nil")
+	}
+	return cfg.Validate()
+}
+
+// apply runs f, a reload or rotation that needs mu, unless the source is
+// closed (ErrClosed), and records its outcome in the status and metrics.
+func (r *runner) apply(mu *sync.Mutex, f func() error) error {
+	if r.stopped() {
+		return ErrClosed
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	err := f()
+	r.record(err)
+	return err
+}
+
 // validateDuration checks an optional duration field: zero means the default,
 // and anything else must be positive.
 func validateDuration(field string, v time.Duration) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/resumption/stateful"
+	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
@@ -162,6 +163,38 @@ func buildKeySource(c config.Resumption, lifetime time.Duration, h *ticketkeys.H
 	return nil, fmt.Errorf("resumption.ticket_keys.source: %q: must be generate, file or redis", k.Source)
 }
 
+// closingStore is a shared session store the node closes at shutdown.
+type closingStore interface {
+	sessioncache.Store
+	Close() error
+}
+
+// sharedStore builds the shared session store of mode, whose calls timeout
+// bounds; nil in mode sticky. Its errors start with the field at fault
+// (redis.<field>, memcached.<field>).
+func sharedStore(mode string, c config.Resumption, timeout time.Duration) (closingStore, error) {
+	switch mode {
+	case resumption.ModeRedis:
+		rc := c.Redis
+		rc.Timeout = timeout
+		return built(redisstore.New(rc))
+	case resumption.ModeMemcached:
+		mc := c.Memcached
+		mc.Timeout = timeout
+		return built(memcachestore.New(mc))
+	}
+	return nil, nil
+}
+
+// built returns what a store constructor returned, without turning a nil
+// *S into a non-nil closingStore.
+func built[S closingStore](st S, err error) (closingStore, error) {
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 // buildStateful builds the backend of the stateful modes over its shared
 // store (none in mode sticky); closers are added to s. lifetime is the
 // session lifetime in force.
@@ -175,25 +208,13 @@ func buildStateful(mode string, c config.Resumption, lifetime time.Duration, s *
 		Logger:    log.Named("sessions"),
 		Metrics:   sm,
 	}
-	switch mode {
-	case resumption.ModeRedis:
-		rc := c.Redis
-		rc.Timeout = sc.StoreTimeout()
-		st, err := redisstore.New(rc)
-		if err != nil {
-			return nil, fmt.Errorf("resumption.%w", err) // redis.<field>: ...
-		}
-		s.close = append(s.close, st.Close)
-		sc.Store = st
-	case resumption.ModeMemcached:
-		mc := c.Memcached
-		mc.Timeout = sc.StoreTimeout()
-		st, err := memcachestore.New(mc)
-		if err != nil {
-			return nil, fmt.Errorf("resumption.%w", err) // memcached.<field>: ...
-		}
-		s.close = append(s.close, st.Close)
-		sc.Store = st
+	shared, err := sharedStore(mode, c, sc.StoreTimeout())
+	if err != nil {
+		return nil, fmt.Errorf("resumption.%w", err) // redis.<field>: or memcached.<field>: ...
+	}
+	if shared != nil {
+		s.close = append(s.close, shared.Close)
+		sc.Store = shared
 	}
 	local, err := lru.New(lru.Config{MaxEntries: c.Store.LocalCache.MaxEntries, MaxBytes: c.Store.LocalCache.MaxBytes})
 	if err != nil {

@@ -10,7 +10,6 @@ package stateful
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
@@ -24,6 +23,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgeproxy/edgeproxy/internal/aesgcm"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
@@ -171,11 +171,7 @@ func (s *Backend) Close() error {
 
 // sessionAEAD returns AES-128-GCM under the per-session key k.
 func sessionAEAD(k []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, fmt.Errorf("resumption: creating session cipher: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := aesgcm.New(k)
 	if err != nil {
 		return nil, fmt.Errorf("resumption: creating session cipher: %w", err)
 	}
