@@ -152,7 +152,10 @@ func New(cfg Config) (*Layer, error) {
 // Lifetime returns the session lifetime in force.
 func (l *Layer) Lifetime() time.Duration { return l.lifetime }
 
-// Configure installs the Layer's hooks in c.
+// Configure installs the Layer's plain hooks in c, for a server that shares
+// one tls.Config between connections. They restart a session's lifetime
+// with every ticket and record no ConnSession; edgeproxy's listener uses
+// ConnConfig instead, the one place it installs hooks.
 func (l *Layer) Configure(c *tls.Config) {
 	c.WrapSession = l.WrapSession
 	c.UnwrapSession = l.UnwrapSession
