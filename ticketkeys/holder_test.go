@@ -169,9 +169,16 @@ func TestHolderConcurrent(t *testing.T) {
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var sealed atomic.Int64
+	// Each reader reads once before the writes start, so the readers are
+	// running when the writes begin: on a loaded machine they could
+	// otherwise all be scheduled after the last write ("readers never ran").
+	var started sync.WaitGroup
+	started.Add(4)
 	for range 4 {
 		wg.Go(func() {
-			for !stop.Load() {
+			ready := sync.OnceFunc(started.Done)
+			defer ready() // also when a check fails on the first read
+			for first := true; first || !stop.Load(); first = false {
 				r := h.Ring()
 				k := r.Current()
 				if isZero(k) {
@@ -183,9 +190,11 @@ func TestHolderConcurrent(t *testing.T) {
 					return
 				}
 				sealed.Add(1)
+				ready()
 			}
 		})
 	}
+	started.Wait()
 	var all []*Key
 	for i := 1; i <= 500; i++ {
 		k := testKey(byte(i))
