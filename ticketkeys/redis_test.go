@@ -332,7 +332,8 @@ func TestRedisKEKFileChecks(t *testing.T) {
 // reports degraded, still rotates into the epoch it fetched ahead, and
 // recovers when Redis is back, restoring the keys Redis lost.
 func TestRedisOutage(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 6)
 	n := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute)).start(t)
@@ -384,7 +385,8 @@ func TestRedisOutage(t *testing.T) {
 
 // TestRedisRecoversByItself leaves recovery to the background loop.
 func TestRedisRecoversByItself(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 7)
 	n := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute), func(c *RedisConfig) {
@@ -410,7 +412,8 @@ func TestRedisRecoversByItself(t *testing.T) {
 // TestRedisDownAtStart starts on a node-local key, then moves to the shared
 // keys while the local key keeps opening what it sealed.
 func TestRedisDownAtStart(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 8)
 	srv.Stop()
@@ -451,7 +454,8 @@ func TestRedisDownAtStart(t *testing.T) {
 // creates a new key for the current epoch before this one writes its own
 // back. The stored key wins, and the old one still opens.
 func TestRedisDataLossReplacement(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 9)
 	a := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute)).start(t)

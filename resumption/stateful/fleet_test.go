@@ -129,8 +129,8 @@ func TestFleetRoundRobin(t *testing.T) {
 // (empty) new sessions resume across nodes again, after the breakers'
 // cooldown on the injected clock.
 func TestStoreKilled(t *testing.T) {
-	// Not parallel: its healthy steps run under the default 25ms store
-	// timeout, which the load of other tests could exceed.
+	// Not parallel: it stops and restarts servers on their ports, which a
+	// parallel test's new server could take meanwhile.
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, kind := range storeKinds {
 		for _, v := range tlstest.Versions {
@@ -138,7 +138,10 @@ func TestStoreKilled(t *testing.T) {
 				c.tb = t
 				srv, store := kind.start(t)
 				clk := storetest.NewClock(time.Now())
-				nodes := newFleet(t, 3, Config{Mode: kind.mode, Store: store, Now: clk.Now}, v.Version)
+				// A stopped store refuses connections at once, so the breaker
+				// steps do not depend on Timeout; a long one keeps the
+				// healthy steps from missing on a loaded machine.
+				nodes := newFleet(t, 3, Config{Mode: kind.mode, Store: store, Now: clk.Now, Timeout: loadedCITimeout}, v.Version)
 				a, b := nodes[0], nodes[1]
 
 				early := newClient(t, v.Version)

@@ -254,7 +254,8 @@ func eventually(t *testing.T, what string, op func() error) {
 }
 
 func TestServerStopped(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Memcached(t)
 	s := newStore(t, Config{Servers: []string{srv.Addr}, Timeout: 500 * time.Millisecond})
 	ctx := t.Context()

@@ -389,7 +389,8 @@ func eventually(t *testing.T, what string, op func() error) {
 }
 
 func TestServerStopped(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 500 * time.Millisecond, PoolSize: 4})
 	ctx := t.Context()
