@@ -181,7 +181,7 @@ func (a *App) build() error {
 		Timeouts: cfg.Timeouts,
 		Limits:   cfg.Limits,
 		Metrics:  a.tlsMetrics,
-		PerConn:  a.sessions.perConn(),
+		PerConn:  a.perConn(),
 		Logger:   a.log,
 	})
 	if err != nil {
@@ -198,6 +198,20 @@ func sessionIDHeader(cfg *config.Config) string {
 		return *h
 	}
 	return config.DefaultSessionIDHeader
+}
+
+// perConn gives each handshake its own session hooks (Layer.ConnConfig):
+// the one place they are installed. A resumed session then keeps the time
+// of its full handshake and, in the stateful modes, requests carry the
+// session identifier. It returns nil in mode off: no connection resumes.
+func (a *App) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
+	l := a.sessions.layer
+	if l == nil {
+		return nil
+	}
+	return func(base *tls.Config) (*tls.Config, proxy.ConnSession) {
+		return l.ConnConfig(base)
+	}
 }
 
 // requestHook sets the session identifier header on upstream requests and

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -29,20 +28,6 @@ type sessions struct {
 	source   ticketkeys.Source // nil unless this node runs its own key source
 	stateful *stateful.Backend // nil unless mode is redis, memcached or sticky
 	close    []func() error
-}
-
-// perConn gives each handshake its own session hooks (Layer.ConnConfig):
-// the one place they are installed. A resumed session then keeps the time
-// of its full handshake and, in the stateful modes, requests carry the
-// session identifier. It returns nil in mode off: no connection resumes.
-func (s *sessions) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
-	l := s.layer
-	if l == nil {
-		return nil
-	}
-	return func(base *tls.Config) (*tls.Config, proxy.ConnSession) {
-		return l.ConnConfig(base)
-	}
 }
 
 // reload re-reads reloadable key material (key files on SIGHUP).
