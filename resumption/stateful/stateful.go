@@ -105,7 +105,7 @@ type Backend struct {
 var _ resumption.Backend = (*Backend)(nil)
 
 // errBreakerOpen is the store error of a call the breaker skipped.
-var errBreakerOpen = errors.New("resumption: session store skipped: circuit breaker open")
+var errBreakerOpen = errors.New("stateful: session store skipped: circuit breaker open")
 
 // New returns a Backend for cfg, or the error from
 // cfg.Validate. It does no I/O: check the store's reachability separately
@@ -145,7 +145,7 @@ func New(cfg Config) (*Backend, error) {
 	if s.local == nil {
 		l, err := lru.New(lru.Config{Now: cfg.Now})
 		if err != nil {
-			return nil, fmt.Errorf("resumption: building the local session cache: %w", err)
+			return nil, fmt.Errorf("stateful: building the local session cache: %w", err)
 		}
 		s.local = l
 	}
@@ -173,7 +173,7 @@ func (s *Backend) Close() error {
 func sessionAEAD(k []byte) (cipher.AEAD, error) {
 	aead, err := aesgcm.New(k)
 	if err != nil {
-		return nil, fmt.Errorf("resumption: creating session cipher: %w", err)
+		return nil, fmt.Errorf("stateful: creating session cipher: %w", err)
 	}
 	return aead, nil
 }
@@ -241,11 +241,11 @@ func (s *Backend) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.S
 // Warning: the handle opens the session; see Backend.
 func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (handle []byte, sessionID string, err error) {
 	if ss == nil {
-		return nil, "", errors.New("resumption: WrapSession called with a nil session")
+		return nil, "", errors.New("stateful: WrapSession called with a nil session")
 	}
 	state, err := ss.Bytes()
 	if err != nil {
-		return nil, "", fmt.Errorf("resumption: serialising session: %w", err)
+		return nil, "", fmt.Errorf("stateful: serialising session: %w", err)
 	}
 	defer clear(state) // it holds the session secret in the clear
 
@@ -257,10 +257,10 @@ func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (ha
 	handle = buf[:handleLen:handleLen]
 	nonce := buf[valueOff+1 : valueOff+headerLen]
 	if _, err := io.ReadFull(s.rand, handle); err != nil {
-		return nil, "", fmt.Errorf("resumption: reading session handle: %w", err)
+		return nil, "", fmt.Errorf("stateful: reading session handle: %w", err)
 	}
 	if _, err := io.ReadFull(s.rand, nonce); err != nil {
-		return nil, "", fmt.Errorf("resumption: reading session nonce: %w", err)
+		return nil, "", fmt.Errorf("stateful: reading session nonce: %w", err)
 	}
 	buf[valueOff] = formatVersion
 	aead, err := sessionAEAD(handle[idLen:])
@@ -278,7 +278,7 @@ func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (ha
 	}
 	buf[handleLen] = flag
 	if err := s.localPut(key, buf[handleLen:]); err != nil && flag == flagLocalOnly {
-		return nil, "", fmt.Errorf("resumption: storing session: %w", err)
+		return nil, "", fmt.Errorf("stateful: storing session: %w", err)
 	}
 	return handle, hex.EncodeToString(sid[:]), nil
 }
@@ -334,7 +334,7 @@ func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, error)
 	val, err := s.localGet(key)
 	if err != nil {
 		s.m.fallback(fallbackMiss)
-		return nil, fmt.Errorf("resumption: no local copy, and %w", storeErr)
+		return nil, fmt.Errorf("stateful: no local copy, and %w", storeErr)
 	}
 	s.m.fallback(fallbackHit)
 	return s.openLocal(identity, key, val)
@@ -347,7 +347,7 @@ func (s *Backend) unwrapSticky(identity []byte, key string) (*tls.SessionState, 
 		return nil, resumption.ErrMiss
 	}
 	if err != nil {
-		return nil, fmt.Errorf("resumption: local session cache: %w", err)
+		return nil, fmt.Errorf("stateful: local session cache: %w", err)
 	}
 	return s.openLocal(identity, key, val)
 }
@@ -429,17 +429,17 @@ var ErrBadSessionID = errors.New("not a session ID")
 func (s *Backend) Revoke(ctx context.Context, sessionID string) error {
 	sid, err := hex.DecodeString(sessionID)
 	if err != nil || len(sid) != sidLen {
-		return fmt.Errorf("resumption: revoking session %q: %w (%d hex digits)", sessionID, ErrBadSessionID, 2*sidLen)
+		return fmt.Errorf("stateful: revoking session %q: %w (%d hex digits)", sessionID, ErrBadSessionID, 2*sidLen)
 	}
 	key := sessioncache.SessionKey(s.prefix, sid)
 	if err := s.local.Delete(ctx, key); err != nil {
-		return fmt.Errorf("resumption: revoking session %s: %w", sessionID, err)
+		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
 	}
 	if s.shared == nil {
 		return nil
 	}
 	if err := s.sharedDelete(ctx, key, false); err != nil {
-		return fmt.Errorf("resumption: revoking session %s: %w", sessionID, err)
+		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
 	}
 	return nil
 }

@@ -733,7 +733,7 @@ func ExampleBackend() {
 	fmt.Println(s.Revoke(context.Background(), "not-hex"))
 	// Output:
 	// true
-	// resumption: revoking session "not-hex": not a session ID (32 hex digits)
+	// stateful: revoking session "not-hex": not a session ID (32 hex digits)
 }
 
 var _ sessioncache.Store = (*hungStore)(nil)
