@@ -209,8 +209,8 @@ func TestTicketKeyFileRotation(t *testing.T) {
 			}
 			for _, n := range c.nodes {
 				ms := c.metrics(t, n)
-				t.Logf("%s unwrap results: resumed=%v miss=%v bad=%v", n.name,
-					ms.sum("edgeproxy_resumption_unwrap_total", "result", "resumed"),
+				t.Logf("%s unwrap results: opened=%v miss=%v bad=%v", n.name,
+					ms.sum("edgeproxy_resumption_unwrap_total", "result", "opened"),
 					ms.sum("edgeproxy_resumption_unwrap_total", "result", "miss"),
 					ms.sum("edgeproxy_resumption_unwrap_total", "result", "bad"))
 			}

@@ -142,7 +142,7 @@ func wantRefused(t *testing.T, m *TLSMetrics, reason string, want float64) {
 // The handshake timeout is long: a connection that was not refused stays
 // open, so a test cannot mistake a timeout for a refusal.
 func startLimited(t *testing.T, lim Limits) (*TLSMetrics, string) {
-	m := NewTLSMetrics(prometheus.NewRegistry())
+	m := mustTLSMetrics(t, prometheus.NewRegistry())
 	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m, Limits: lim, Timeouts: Timeouts{Handshake: time.Minute}})
 	return m, s.Addr().String()
 }
@@ -232,7 +232,7 @@ func mustBeClosed(t *testing.T, c net.Conn) {
 // handshake to end; one over the queue, or waiting too long, is refused.
 func TestHandshakeQueue(t *testing.T) {
 	t.Parallel()
-	m := NewTLSMetrics(prometheus.NewRegistry())
+	m := mustTLSMetrics(t, prometheus.NewRegistry())
 	started := make(chan net.Conn, 10)
 	l := newConnLimiter(Limits{MaxHandshakes: 1}, m, zap.NewNop(), func(c net.Conn) { started <- c })
 	l.wait = time.Hour

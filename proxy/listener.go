@@ -28,10 +28,10 @@ type tlsListener struct {
 	timeout time.Duration
 	metrics *TLSMetrics
 	log     *zap.Logger
-	perConn func(*tls.Config) (*tls.Config, any)
+	perConn func(*tls.Config) (*tls.Config, ConnSession)
 	limits  *connLimiter
-	// values holds each handshaken *tls.Conn's per-connection value from
-	// perConn until the HTTP server picks it up in ConnContext.
+	// values holds each handshaken *tls.Conn's ConnSession from perConn
+	// until the HTTP server picks it up in ConnContext.
 	values sync.Map
 
 	conns  chan net.Conn // handshaken connections for Accept
@@ -46,7 +46,7 @@ type tlsListener struct {
 	acceptErr error
 }
 
-func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, lim Limits, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, any)) *tlsListener {
+func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, lim Limits, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, ConnSession)) *tlsListener {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
@@ -97,13 +97,16 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	start := time.Now()
 	_ = raw.SetDeadline(start.Add(l.timeout))
 	cfg := l.config.Load()
-	var value any
+	var value ConnSession
 	if l.perConn != nil {
 		cfg, value = l.perConn(cfg)
 	}
 	tc := tls.Server(raw, cfg)
 	err := tc.HandshakeContext(l.ctx)
 	l.limits.handshakeDone()
+	if value != nil {
+		value.HandshakeDone(err)
+	}
 	if err != nil {
 		// Count before closing, so a client that sees the close can rely
 		// on the count.
@@ -183,10 +186,11 @@ func (l *tlsListener) Close() error {
 	return err
 }
 
-// takeValue returns and forgets the per-connection value of c.
-func (l *tlsListener) takeValue(c net.Conn) any {
+// takeValue returns and forgets the ConnSession of c.
+func (l *tlsListener) takeValue(c net.Conn) ConnSession {
 	v, _ := l.values.LoadAndDelete(c)
-	return v
+	cs, _ := v.(ConnSession)
+	return cs
 }
 
 // wait blocks until the accept loop and every handshake goroutine ended.

@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // Handshake failure reasons, the values of the reason label of
@@ -30,8 +34,13 @@ type TLSMetrics struct {
 }
 
 // NewTLSMetrics creates the handshake collectors and registers them with reg
-// if reg is not nil.
-func NewTLSMetrics(reg prometheus.Registerer) *TLSMetrics {
+// if reg is not nil. It returns an error if registration fails, for example
+// because another TLSMetrics is registered with reg already.
+//
+// edgeproxy_tls_handshakes_total{resumed="true"} is the count of completed
+// resumptions (edgeproxy_resumption_unwrap_total counts what the session
+// layer opened, which crypto/tls may still refuse).
+func NewTLSMetrics(reg prometheus.Registerer) (*TLSMetrics, error) {
 	m := &TLSMetrics{
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_tls_handshakes_total",
@@ -61,10 +70,10 @@ func NewTLSMetrics(reg prometheus.Registerer) *TLSMetrics {
 		m.errs[r] = m.errors.WithLabelValues(r)
 	}
 	m.conns = newConnMetrics()
-	if reg != nil {
-		reg.MustRegister(m.handshakes, m.duration, m.errors, m.conns.refused, m.conns.open)
+	if err := promreg.Register(reg, m.handshakes, m.duration, m.errors, m.conns.refused, m.conns.open); err != nil {
+		return nil, fmt.Errorf("proxy: registering TLS metrics: %w", err)
 	}
-	return m
+	return m, nil
 }
 
 func (m *TLSMetrics) handshakeDone(version uint16, resumed bool, seconds float64) {

@@ -50,11 +50,12 @@ type ServerConfig struct {
 	// Metrics counts handshakes. If nil, nothing is counted.
 	Metrics *TLSMetrics
 	// PerConn, if set, is called before each handshake with the live TLS
-	// configuration; the handshake uses the configuration it returns, and
-	// its value (if not nil) is found by ConnValue in the contexts of the
-	// connection's requests. The resumption layer uses it to learn which
-	// session a connection resumed or was issued.
-	PerConn func(base *tls.Config) (*tls.Config, any)
+	// configuration; the handshake uses the configuration it returns. The
+	// ConnSession it returns (if not nil) is told when the handshake ended
+	// and is found by ConnSessionFrom in the contexts of the connection's
+	// requests. The session layer installs its hooks here (see
+	// NewTLSConfig). If nil, no connection resumes.
+	PerConn func(base *tls.Config) (*tls.Config, ConnSession)
 	// Logger receives server errors. If nil, logs are discarded.
 	Logger *zap.Logger
 }
@@ -123,11 +124,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-type connValueKey struct{}
+type connSessionKey struct{}
 
-// ConnValue returns the per-connection value that ServerConfig.PerConn
+// ConnSessionFrom returns the ConnSession that ServerConfig.PerConn
 // returned for the connection a request arrived on, or nil.
-func ConnValue(ctx context.Context) any { return ctx.Value(connValueKey{}) }
+func ConnSessionFrom(ctx context.Context) ConnSession {
+	cs, _ := ctx.Value(connSessionKey{}).(ConnSession)
+	return cs
+}
 
 func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	s.mu.Lock()
@@ -137,7 +141,7 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 		return ctx
 	}
 	if v := ln.takeValue(c); v != nil {
-		return context.WithValue(ctx, connValueKey{}, v)
+		return context.WithValue(ctx, connSessionKey{}, v)
 	}
 	return ctx
 }

@@ -62,7 +62,7 @@ func okHandler() http.Handler {
 }
 
 func TestHandshakeTimeoutIsCounted(t *testing.T) {
-	m := NewTLSMetrics(prometheus.NewRegistry())
+	m := mustTLSMetrics(t, prometheus.NewRegistry())
 	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m, Timeouts: Timeouts{Handshake: 50 * time.Millisecond}})
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
@@ -103,7 +103,7 @@ func TestClassifyHandshakeError(t *testing.T) {
 }
 
 func TestNoSharedCipherIsCounted(t *testing.T) {
-	m := NewTLSMetrics(prometheus.NewRegistry())
+	m := mustTLSMetrics(t, prometheus.NewRegistry())
 	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m})
 	err := testserver.Handshake(t, s.Addr().String(), &tls.Config{
 		InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12,
@@ -117,19 +117,24 @@ func TestNoSharedCipherIsCounted(t *testing.T) {
 	}
 }
 
+// tag is a ConnSession whose identifier is a connection count.
+type tag struct{ n int }
+
+func (t *tag) SessionID() string   { return fmt.Sprint(t.n) }
+func (t *tag) HandshakeDone(error) {}
+
 func TestPerConnValueReachesRequests(t *testing.T) {
-	type tag struct{ n int }
 	var calls atomic.Int32
 	s := startServer(t, ServerConfig{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			v, _ := ConnValue(r.Context()).(*tag)
+			v := ConnSessionFrom(r.Context())
 			if v == nil {
 				http.Error(w, "no value", 500)
 				return
 			}
-			fmt.Fprint(w, v.n)
+			fmt.Fprint(w, v.SessionID())
 		}),
-		PerConn: func(base *tls.Config) (*tls.Config, any) {
+		PerConn: func(base *tls.Config) (*tls.Config, ConnSession) {
 			return base, &tag{n: int(calls.Add(1))}
 		},
 	})
@@ -296,7 +301,7 @@ func TestOldTLSRefusedByDefault(t *testing.T) {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
 			t.Parallel()
 			reg := prometheus.NewRegistry()
-			s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: NewTLSMetrics(reg)})
+			s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: mustTLSMetrics(t, reg)})
 			err := testserver.Handshake(t, s.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: v, MaxVersion: v})
 			if err == nil {
 				t.Fatalf("a %s-only client completed a handshake", tls.VersionName(v))

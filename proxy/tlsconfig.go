@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 )
@@ -42,10 +43,22 @@ func VersionName(v uint16) string {
 	return "unknown"
 }
 
-// SessionHooks is what the resumption layer plugs into a tls.Config.
-// resumption.Layer implements it.
-type SessionHooks interface {
-	Configure(*tls.Config)
+// ConnSession is what the session layer learnt about one connection's
+// handshake. ServerConfig.PerConn returns it with the connection's TLS
+// configuration; the listener reports the end of the handshake to it, and
+// requests find it with ConnSessionFrom. resumption.ConnSession implements
+// it. Implementations must be safe for use by the handshake goroutine and,
+// once the handshake ended, by the connection's requests.
+type ConnSession interface {
+	// SessionID returns the non-secret identifier of the session the
+	// connection resumed or was issued, or "" if it has none.
+	SessionID() string
+	// HandshakeDone is called once, when the handshake ended: err is nil
+	// if it completed (the client is authenticated by its Finished), else
+	// the handshake's error. Work that must wait for a completed handshake
+	// (#12: writing the issued session to the store, consuming a
+	// single-use session) belongs here.
+	HandshakeDone(err error)
 }
 
 // TLSOptions configures NewTLSConfig.
@@ -54,27 +67,21 @@ type TLSOptions struct {
 	Certs *Certs
 	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13. If zero, TLS 1.2.
 	MinVersion uint16
-	// Sessions installs WrapSession/UnwrapSession. If nil, session tickets
-	// are disabled and no connection resumes.
-	Sessions SessionHooks
 }
 
 // NewTLSConfig returns the server tls.Config: ALPN h2 and http/1.1, Mozilla
-// intermediate suites, SNI certificate selection, and the resumption hooks.
+// intermediate suites, SNI certificate selection. Session tickets are off
+// in it: a connection resumes only with the configuration that
+// ServerConfig.PerConn returns for it, where the session layer installs its
+// WrapSession and UnwrapSession hooks and turns tickets on. The hooks are
+// installed in that one place, so no connection can resume with
+// crypto/tls's own ticket keys.
 func NewTLSConfig(o TLSOptions) *tls.Config {
-	c := &tls.Config{
-		MinVersion:     o.MinVersion,
-		CipherSuites:   IntermediateCipherSuites,
-		NextProtos:     []string{"h2", "http/1.1"},
-		GetCertificate: o.Certs.GetCertificate,
+	return &tls.Config{
+		MinVersion:             cmp.Or(o.MinVersion, tls.VersionTLS12),
+		CipherSuites:           IntermediateCipherSuites,
+		NextProtos:             []string{"h2", "http/1.1"},
+		GetCertificate:         o.Certs.GetCertificate,
+		SessionTicketsDisabled: true,
 	}
-	if c.MinVersion == 0 {
-		c.MinVersion = tls.VersionTLS12
-	}
-	if o.Sessions != nil {
-		o.Sessions.Configure(c)
-	} else {
-		c.SessionTicketsDisabled = true
-	}
-	return c
 }

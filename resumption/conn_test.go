@@ -10,9 +10,18 @@ import (
 // recording without a store.
 type sidBackend struct{ *fakeBackend }
 
-func (sidBackend) SessionID(identity []byte) string { return "sid:" + string(identity) }
+func (b sidBackend) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, string, error) {
+	id, err := b.WrapSession(cs, ss)
+	return id, "sid:" + string(id), err
+}
+
+func (b sidBackend) UnwrapSessionID(identity []byte, cs tls.ConnectionState) (*tls.SessionState, string, error) {
+	ss, err := b.UnwrapSession(identity, cs)
+	return ss, "sid:" + string(identity), err
+}
 
 func TestConnConfigRecordsSessionID(t *testing.T) {
+	t.Parallel()
 	st := &tls.SessionState{Extra: [][]byte{{extraTag, 0, 0, 0, 0, 0, 0, 0, 0}}}
 	l, err := New(Config{Backend: sidBackend{&fakeBackend{unwrap: st}}, Now: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
@@ -26,14 +35,14 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 	if c == base || rec == nil {
 		t.Fatal("ConnConfig did not return a per-connection config")
 	}
-	if rec.ID() != "" {
-		t.Fatalf("ID before any hook = %q", rec.ID())
+	if rec.SessionID() != "" {
+		t.Fatalf("ID before any hook = %q", rec.SessionID())
 	}
 	if ss, _ := c.UnwrapSession([]byte("old"), tls.ConnectionState{}); ss == nil {
 		t.Fatal("unwrap through the per-connection config failed")
 	}
-	if rec.ID() != "sid:old" {
-		t.Fatalf("after unwrap ID = %q, want sid:old", rec.ID())
+	if rec.SessionID() != "sid:old" {
+		t.Fatalf("after unwrap ID = %q, want sid:old", rec.SessionID())
 	}
 	if base.UnwrapSession != nil {
 		t.Fatal("ConnConfig modified the base config")
@@ -45,8 +54,8 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 		t.Fatal("TracksSessions true, or no per-connection config, for a backend without SessionID")
 	}
 	c2.UnwrapSession([]byte("x"), tls.ConnectionState{})
-	if rec2.ID() != "" {
-		t.Fatalf("ID = %q for a backend without identifiers", rec2.ID())
+	if rec2.SessionID() != "" {
+		t.Fatalf("ID = %q for a backend without identifiers", rec2.SessionID())
 	}
 }
 
@@ -54,6 +63,7 @@ func TestConnConfigRecordsSessionID(t *testing.T) {
 // within the lifetime must still do a full handshake once the lifetime has
 // passed since its last full handshake.
 func TestLifetimeCountsFromTheFullHandshake(t *testing.T) {
+	t.Parallel()
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tlsName(v), func(t *testing.T) {
 			tickets, err := NewTickets(TicketsConfig{Keys: testRing(t)})

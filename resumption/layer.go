@@ -8,7 +8,7 @@
 // stateful backends keep it in a store and hand the client a handle.
 //
 // The stateless ticket format is documented on Tickets; the stateful handle
-// on Stateful.
+// on stateful.Backend, in package resumption/stateful.
 //
 // Go's crypto/tls server resumes only through the ticket extension (TLS 1.2)
 // and PSK identities (TLS 1.3); it has no TLS 1.2 session-ID cache. In
@@ -21,6 +21,7 @@
 package resumption
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
@@ -33,8 +34,11 @@ import (
 )
 
 const (
-	// DefaultLifetime is the session lifetime when Config.Lifetime is zero.
-	DefaultLifetime = 12 * time.Hour
+	// DefaultSessionLifetime is the session lifetime when none is set
+	// (Config.Lifetime zero); see SessionLifetime. Not to be confused with
+	// ticketkeys.DefaultKeyLifetime, how long a ticket key keeps opening
+	// tickets.
+	DefaultSessionLifetime = 12 * time.Hour
 	// MaxLifetime is the longest lifetime accepted: TLS 1.3 forbids tickets
 	// older than 7 days (RFC 8446, Section 4.6.1).
 	MaxLifetime = 7 * 24 * time.Hour
@@ -60,7 +64,7 @@ type Config struct {
 	Backend Backend
 	// Lifetime bounds how long after the full handshake that authenticated
 	// it a session resumes, however often it resumed meanwhile (when the
-	// hooks come from ConnConfig). If zero, DefaultLifetime is used.
+	// hooks come from ConnConfig). If zero, DefaultSessionLifetime is used.
 	// Values above MaxLifetime are refused.
 	Lifetime time.Duration
 	// Scope returns the security context a connection belongs to: the
@@ -79,15 +83,28 @@ type Config struct {
 	Rand io.Reader
 }
 
+// SessionLifetime returns the session lifetime that the setting d (the
+// resumption.session_lifetime key, Config.Lifetime) gives: d, or
+// DefaultSessionLifetime if d is zero. With CheckSessionLifetime it is the
+// one place the setting is checked and defaulted: configuration validation,
+// the Layer and the backends all use them.
+func SessionLifetime(d time.Duration) time.Duration { return cmp.Or(d, DefaultSessionLifetime) }
+
+// CheckSessionLifetime returns an error naming resumption.session_lifetime
+// if d is negative or above MaxLifetime.
+func CheckSessionLifetime(d time.Duration) error {
+	if d < 0 || d > MaxLifetime {
+		return fmt.Errorf("resumption.session_lifetime: %q: must be between 0 and %s (TLS 1.3 allows at most 7 days)", d, MaxLifetime)
+	}
+	return nil
+}
+
 // Validate checks cfg without I/O.
 func (c *Config) Validate() error {
 	if c.Backend == nil {
 		return errors.New("resumption.backend: required")
 	}
-	if c.Lifetime < 0 || c.Lifetime > MaxLifetime {
-		return fmt.Errorf("resumption.session_lifetime: %q: must be between 0 and %s", c.Lifetime, MaxLifetime)
-	}
-	return nil
+	return CheckSessionLifetime(c.Lifetime)
 }
 
 // Layer owns a tls.Config's WrapSession and UnwrapSession hooks. It is safe
@@ -95,6 +112,7 @@ func (c *Config) Validate() error {
 type Layer struct {
 	mode     string
 	backend  Backend
+	ider     SessionIDer // backend, if it names its sessions
 	lifetime time.Duration
 	scope    func(tls.ConnectionState) string
 	now      func() time.Time
@@ -111,16 +129,14 @@ func New(cfg Config) (*Layer, error) {
 	l := &Layer{
 		mode:     cfg.Mode,
 		backend:  cfg.Backend,
-		lifetime: cfg.Lifetime,
+		lifetime: SessionLifetime(cfg.Lifetime),
 		scope:    cfg.Scope,
 		now:      cfg.Now,
 		rand:     cfg.Rand,
 		log:      cfg.Logger,
 		counts:   cfg.Metrics.forMode(cfg.Mode),
 	}
-	if l.lifetime == 0 {
-		l.lifetime = DefaultLifetime
-	}
+	l.ider, _ = cfg.Backend.(SessionIDer)
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -136,7 +152,10 @@ func New(cfg Config) (*Layer, error) {
 // Lifetime returns the session lifetime in force.
 func (l *Layer) Lifetime() time.Duration { return l.lifetime }
 
-// Configure installs the Layer's hooks in c.
+// Configure installs the Layer's plain hooks in c, for a server that shares
+// one tls.Config between connections. They restart a session's lifetime
+// with every ticket and record no ConnSession; edgeproxy's listener uses
+// ConnConfig instead, the one place it installs hooks.
 func (l *Layer) Configure(c *tls.Config) {
 	c.WrapSession = l.WrapSession
 	c.UnwrapSession = l.UnwrapSession
@@ -166,23 +185,29 @@ func (l *Layer) scopeOf(cs tls.ConnectionState) string {
 // Warning: the session state holds the connection's resumption secret; anyone
 // who can open the identity can decrypt connections resumed with it.
 func (l *Layer) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-	id, _ := l.wrap(cs, ss, l.now().Unix())
+	id, _, _ := l.wrap(cs, ss, l.now().Unix())
 	return id, nil
 }
 
 // wrap seals ss with authAt, the Unix time of the full handshake that
-// authenticated the session. ok is false when the identity is a decoy.
-func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, ok bool) {
+// authenticated the session. ok is false when the identity is a decoy;
+// sessionID is set only by a SessionIDer backend.
+func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, sessionID string, ok bool) {
 	scope := l.scopeOf(cs)
 	e := make([]byte, 9+len(scope))
 	e[0] = extraTag
 	binary.BigEndian.PutUint64(e[1:9], uint64(authAt))
 	copy(e[9:], scope)
 	ss.Extra = append(ss.Extra[:0:0], e)
-	id, err := l.backend.WrapSession(cs, ss)
+	var err error
+	if l.ider != nil {
+		id, sessionID, err = l.ider.WrapSessionID(cs, ss)
+	} else {
+		id, err = l.backend.WrapSession(cs, ss)
+	}
 	if err == nil && len(id) > 0 {
 		l.counts.wrapOK.Inc()
-		return id, true
+		return id, sessionID, true
 	}
 	l.counts.wrapError.Inc()
 	l.log.Debug("session wrap failed", zap.String("mode", l.mode), zap.Error(err))
@@ -191,7 +216,7 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 		// A decoy of zeros is as unresumable as a random one.
 		clear(decoy)
 	}
-	return decoy, false
+	return decoy, "", false
 }
 
 // UnwrapSession is a tls.Config.UnwrapSession hook. It returns the session
@@ -199,42 +224,47 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 // is unknown, malformed, expired (authenticated longer than the lifetime
 // ago), from another scope, or the store failed. It never returns an error.
 func (l *Layer) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-	ss, _ := l.unwrap(identity, cs)
+	ss, _, _ := l.unwrap(identity, cs)
 	return ss, nil
 }
 
 // unwrap is UnwrapSession that also returns the session's authentication
-// time.
-func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (*tls.SessionState, int64) {
-	ss, err := l.backend.UnwrapSession(identity, cs)
+// time and, from a SessionIDer backend, its identifier.
+func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (ss *tls.SessionState, authAt int64, sessionID string) {
+	var err error
+	if l.ider != nil {
+		ss, sessionID, err = l.ider.UnwrapSessionID(identity, cs)
+	} else {
+		ss, err = l.backend.UnwrapSession(identity, cs)
+	}
 	switch {
 	case err == nil && ss != nil:
 	case err == nil || errors.Is(err, ErrMiss):
 		l.counts.miss.Inc()
-		return nil, 0
+		return nil, 0, ""
 	case errors.Is(err, ErrBad):
 		l.counts.bad.Inc()
-		return nil, 0
+		return nil, 0, ""
 	default:
 		l.counts.storeError.Inc()
 		l.log.Debug("session store failed", zap.String("mode", l.mode), zap.Error(err))
-		return nil, 0
+		return nil, 0, ""
 	}
 	authAt, scope, ok := parseExtra(ss.Extra)
 	if !ok {
 		l.counts.bad.Inc()
-		return nil, 0
+		return nil, 0, ""
 	}
 	if l.now().Sub(time.Unix(authAt, 0)) > l.lifetime {
 		l.counts.expired.Inc()
-		return nil, 0
+		return nil, 0, ""
 	}
 	if scope != l.scopeOf(cs) {
 		l.counts.scopeMismatch.Inc()
-		return nil, 0
+		return nil, 0, ""
 	}
-	l.counts.resumed.Inc()
-	return ss, authAt
+	l.counts.opened.Inc()
+	return ss, authAt, sessionID
 }
 
 func parseExtra(extra [][]byte) (authAt int64, scope string, ok bool) {

@@ -113,7 +113,11 @@ func handshake(t *testing.T, server *tls.Config, client *tls.Config) bool {
 func newLayer(t *testing.T, cfg Config) (*Layer, *Metrics) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg.Metrics = NewMetrics(reg)
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Metrics = m
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +130,7 @@ func unwraps(m *Metrics, mode, result string) int {
 }
 
 func TestLayerLifetimeAndScope(t *testing.T) {
+	t.Parallel()
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tlsName(v), func(t *testing.T) {
 			tickets, err := NewTickets(TicketsConfig{Keys: testRing(t)})
@@ -181,7 +186,7 @@ func TestLayerLifetimeAndScope(t *testing.T) {
 			if got := unwraps(m, ModeTickets, ResultExpired); got != 1 {
 				t.Fatalf("expired = %d, want 1", got)
 			}
-			if got := unwraps(m, ModeTickets, ResultResumed); got != 3 {
+			if got := unwraps(m, ModeTickets, ResultOpened); got != 3 {
 				t.Fatalf("resumed = %d, want 3", got)
 			}
 		})
@@ -212,6 +217,7 @@ func (f *fakeBackend) UnwrapSession([]byte, tls.ConnectionState) (*tls.SessionSt
 }
 
 func TestLayerNeverFails(t *testing.T) {
+	t.Parallel()
 	noExtra := &tls.SessionState{}
 	tests := []struct {
 		name   string
@@ -250,6 +256,7 @@ func TestLayerNeverFails(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	b := &fakeBackend{}
 	tests := []struct {
 		name string
@@ -269,7 +276,20 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	l, err := New(Config{Backend: b})
-	if err != nil || l.Lifetime() != DefaultLifetime {
-		t.Fatalf("zero lifetime: %v, %v; want default %v", l.Lifetime(), err, DefaultLifetime)
+	if err != nil || l.Lifetime() != DefaultSessionLifetime {
+		t.Fatalf("zero lifetime: %v, %v; want default %v", l.Lifetime(), err, DefaultSessionLifetime)
+	}
+}
+
+// TestMetricsRegisterTwice: a second Metrics on one registry is an error,
+// not a panic.
+func TestMetricsRegisterTwice(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := NewMetrics(reg); err == nil || m != nil {
+		t.Fatalf("second registration = %v, %v; want an error", m, err)
 	}
 }

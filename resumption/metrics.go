@@ -1,7 +1,11 @@
 package resumption
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // Metrics holds the resumption layer's Prometheus collectors. A nil *Metrics
@@ -12,9 +16,12 @@ type Metrics struct {
 }
 
 // Unwrap results, the values of the result label of
-// edgeproxy_resumption_unwrap_total.
+// edgeproxy_resumption_unwrap_total. ResultOpened counts identities the
+// Layer opened and handed to crypto/tls, which may still refuse them (a
+// TLS 1.3 binder that does not verify, a cipher suite or ALPN mismatch):
+// completed resumptions are edgeproxy_tls_handshakes_total{resumed="true"}.
 const (
-	ResultResumed       = "resumed"
+	ResultOpened        = "opened"
 	ResultMiss          = "miss"
 	ResultExpired       = "expired"
 	ResultBad           = "bad"
@@ -23,22 +30,23 @@ const (
 )
 
 // NewMetrics creates the collectors and registers them with reg, if reg is
-// not nil.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// not nil. It returns an error if registration fails, for example because
+// another Metrics is registered with reg already.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		unwrap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_resumption_unwrap_total",
-			Help: "Session identities presented by clients, by mode and result.",
+			Help: "Session identities presented by clients, by mode and result: opened (handed to crypto/tls, which may still refuse it; completed resumptions are edgeproxy_tls_handshakes_total{resumed=\"true\"}), miss, expired, bad, scope_mismatch, store_error.",
 		}, []string{"mode", "result"}),
 		wrap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_resumption_wrap_total",
 			Help: "Sessions handed to clients, by mode and result (ok, error: a decoy was sent).",
 		}, []string{"mode", "result"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.unwrap, m.wrap)
+	if err := promreg.Register(reg, m.unwrap, m.wrap); err != nil {
+		return nil, fmt.Errorf("resumption: registering metrics: %w", err)
 	}
-	return m
+	return m, nil
 }
 
 // counter is the one method the hot path needs; it lets a nil *Metrics hand
@@ -52,8 +60,8 @@ func (nopCounter) Inc() {}
 // modeCounters are resolved once per Layer so a handshake does no label
 // lookup.
 type modeCounters struct {
-	resumed, miss, expired, bad, scopeMismatch, storeError counter
-	wrapOK, wrapError                                      counter
+	opened, miss, expired, bad, scopeMismatch, storeError counter
+	wrapOK, wrapError                                     counter
 }
 
 func (m *Metrics) forMode(mode string) *modeCounters {
@@ -63,7 +71,7 @@ func (m *Metrics) forMode(mode string) *modeCounters {
 	}
 	u := func(result string) counter { return m.unwrap.WithLabelValues(mode, result) }
 	return &modeCounters{
-		resumed:       u(ResultResumed),
+		opened:        u(ResultOpened),
 		miss:          u(ResultMiss),
 		expired:       u(ResultExpired),
 		bad:           u(ResultBad),

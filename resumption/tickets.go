@@ -1,7 +1,6 @@
 package resumption
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -11,6 +10,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/edgeproxy/edgeproxy/internal/aesgcm"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
@@ -232,12 +232,8 @@ func ticketAEAD(secret *[ticketkeys.SecretSize]byte, salt []byte) (cipher.AEAD, 
 	if err != nil {
 		return nil, fmt.Errorf("resumption: deriving ticket subkey: %w", err)
 	}
-	block, err := aes.NewCipher(subkey)
+	aead, err := aesgcm.New(subkey)
 	clear(subkey)
-	if err != nil {
-		return nil, fmt.Errorf("resumption: creating ticket cipher: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
 	if err != nil {
 		return nil, fmt.Errorf("resumption: creating ticket cipher: %w", err)
 	}

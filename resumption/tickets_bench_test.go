@@ -5,11 +5,13 @@ import (
 	"crypto/cipher"
 	"crypto/tls"
 	"testing"
+
+	"github.com/edgeproxy/edgeproxy/resumption/internal/tlstest"
 )
 
 func BenchmarkTicketsWrap(b *testing.B) {
 	tk := newTestTickets(b, newTicketTestRing(b, newTicketKey(b, 1)))
-	ss := ticketTestSession(b, tls.VersionTLS13)
+	ss := tlstest.Session(b, tls.VersionTLS13)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := tk.WrapSession(tls.ConnectionState{}, ss); err != nil {
@@ -20,7 +22,7 @@ func BenchmarkTicketsWrap(b *testing.B) {
 
 func BenchmarkTicketsUnwrap(b *testing.B) {
 	tk := newTestTickets(b, newTicketTestRing(b, newTicketKey(b, 1)))
-	ticket, err := tk.WrapSession(tls.ConnectionState{}, ticketTestSession(b, tls.VersionTLS13))
+	ticket, err := tk.WrapSession(tls.ConnectionState{}, tlstest.Session(b, tls.VersionTLS13))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -81,11 +83,11 @@ func BenchmarkTicketsSubkey(b *testing.B) {
 // connect, both TLS handshakes, one byte) in one process, both ends
 // included, with the Tickets backend issuing a ticket each time.
 func BenchmarkHandshakeFullVsResumed(b *testing.B) {
-	l := newTicketLoopback(b)
-	for _, v := range ticketTestVersions {
-		b.Run(v.name, func(b *testing.B) {
+	l := tlstest.NewLoopback(b)
+	for _, v := range tlstest.Versions {
+		b.Run(v.Name, func(b *testing.B) {
 			tk := newTestTickets(b, newTicketTestRing(b, newTicketKey(b, 1)))
-			srv := ticketServerConfig(b, &ticketAdapter{b: tk}, v.version)
+			srv := ticketServerConfig(b, &ticketAdapter{b: tk}, v.Version)
 			// Map errors to a full handshake without recording them, so the
 			// record does not grow with b.N.
 			srv.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
@@ -96,20 +98,20 @@ func BenchmarkHandshakeFullVsResumed(b *testing.B) {
 				return ss, nil
 			}
 			b.Run("full", func(b *testing.B) {
-				cli := ticketClientConfig(b, v.version, nil)
+				cli := tlstest.ClientConfig(b, v.Version, nil)
 				b.ReportAllocs()
 				for b.Loop() {
-					if l.connect(b, cli, srv).DidResume {
+					if l.Connect(b, cli, srv).DidResume {
 						b.Fatal("resumed without a session cache")
 					}
 				}
 			})
 			b.Run("resumed", func(b *testing.B) {
-				cli := ticketClientConfig(b, v.version, tls.NewLRUClientSessionCache(1))
-				l.connect(b, cli, srv)
+				cli := tlstest.ClientConfig(b, v.Version, tls.NewLRUClientSessionCache(1))
+				l.Connect(b, cli, srv)
 				b.ReportAllocs()
 				for b.Loop() {
-					if !l.connect(b, cli, srv).DidResume {
+					if !l.Connect(b, cli, srv).DidResume {
 						b.Fatal("did not resume")
 					}
 				}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"testing"
 
+	"github.com/edgeproxy/edgeproxy/resumption/internal/tlstest"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
@@ -29,14 +30,14 @@ func FuzzTicketsUnwrap(f *testing.F) {
 	f.Add([]byte(nil))
 	f.Add([]byte{ticketVersion})
 	f.Add(append([]byte{ticketVersion}, key.Name[:]...))
-	l := newTicketLoopback(f)
-	for _, v := range ticketTestVersions {
+	l := tlstest.NewLoopback(f)
+	for _, v := range tlstest.Versions {
 		// A server session (and its ticket) and a client session, which
 		// carries certificates.
 		a := &ticketAdapter{b: tk}
-		cache := newTicketRecordingCache()
-		l.connect(f, ticketClientConfig(f, v.version, cache), ticketServerConfig(f, a, v.version))
-		_, cs, ticket := cache.last(f)
+		cache := tlstest.NewRecordingCache()
+		l.Connect(f, tlstest.ClientConfig(f, v.Version, cache), ticketServerConfig(f, a, v.Version))
+		_, cs, ticket := cache.Last(f)
 		f.Add(ticket)
 		f.Add(ticket[:len(ticket)-1])
 		ss, err := tk.UnwrapSession(ticket, tls.ConnectionState{})

@@ -4,26 +4,20 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/edgeproxy/edgeproxy/resumption/internal/tlstest"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
@@ -88,44 +82,6 @@ func ticketName(tb testing.TB, ticket []byte) ticketkeys.Name {
 	return ticketkeys.Name(ticket[ticketNameOff:ticketSaltOff])
 }
 
-const ticketTestServerName = "edgeproxy.test"
-
-var ticketTestPKI = sync.OnceValues(func() (tls.Certificate, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: ticketTestServerName},
-		DNSNames:              []string{ticketTestServerName},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, nil
-})
-
-func ticketTestCert(tb testing.TB) tls.Certificate {
-	tb.Helper()
-	cert, err := ticketTestPKI()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return cert
-}
-
 // ticketAdapter wires a Backend straight into tls.Config hooks for tests:
 // UnwrapSession maps every error to (nil, nil), a full handshake, and
 // records it.
@@ -160,7 +116,7 @@ func (a *ticketAdapter) takeErrs() []error {
 func ticketServerConfig(tb testing.TB, a *ticketAdapter, version uint16) *tls.Config {
 	tb.Helper()
 	return &tls.Config{
-		Certificates:  []tls.Certificate{ticketTestCert(tb)},
+		Certificates:  []tls.Certificate{tlstest.Cert(tb)},
 		MinVersion:    version,
 		MaxVersion:    version,
 		WrapSession:   a.b.WrapSession,
@@ -168,165 +124,8 @@ func ticketServerConfig(tb testing.TB, a *ticketAdapter, version uint16) *tls.Co
 	}
 }
 
-func ticketClientConfig(tb testing.TB, version uint16, cache tls.ClientSessionCache) *tls.Config {
-	tb.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(ticketTestCert(tb).Leaf)
-	return &tls.Config{
-		ServerName:         ticketTestServerName,
-		RootCAs:            roots,
-		MinVersion:         version,
-		MaxVersion:         version,
-		ClientSessionCache: cache,
-	}
-}
-
-// ticketRecordingCache is a client session cache that remembers every
-// session the server handed out, newest last.
-type ticketRecordingCache struct {
-	tls.ClientSessionCache
-
-	// mu protects keys and states.
-	mu     sync.Mutex
-	keys   []string
-	states []*tls.ClientSessionState
-}
-
-func newTicketRecordingCache() *ticketRecordingCache {
-	return &ticketRecordingCache{ClientSessionCache: tls.NewLRUClientSessionCache(8)}
-}
-
-func (c *ticketRecordingCache) Put(key string, cs *tls.ClientSessionState) {
-	if cs != nil {
-		c.mu.Lock()
-		c.keys = append(c.keys, key)
-		c.states = append(c.states, cs)
-		c.mu.Unlock()
-	}
-	c.ClientSessionCache.Put(key, cs)
-}
-
-// last returns the newest session the client received and its ticket.
-func (c *ticketRecordingCache) last(tb testing.TB) (key string, cs *tls.ClientSessionState, ticket []byte) {
-	tb.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.states) == 0 {
-		tb.Fatal("the client received no ticket")
-	}
-	cs = c.states[len(c.states)-1]
-	ticket, _, err := cs.ResumptionState()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c.keys[len(c.keys)-1], cs, ticket
-}
-
-func (c *ticketRecordingCache) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.states)
-}
-
-// ticketLoopback hands out connected TCP pairs on 127.0.0.1. TCP rather
-// than net.Pipe: a TLS 1.3 server writes its session ticket in the same
-// flight as its Finished, which net.Pipe's unbuffered writes would block.
-type ticketLoopback struct{ ln net.Listener }
-
-func newTicketLoopback(tb testing.TB) *ticketLoopback {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	return &ticketLoopback{ln: ln}
-}
-
-func (l *ticketLoopback) pair(tb testing.TB) (client, server net.Conn) {
-	tb.Helper()
-	client, err := net.Dial("tcp", l.ln.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	server, err = l.ln.Accept()
-	if err != nil {
-		client.Close()
-		tb.Fatal(err)
-	}
-	// A deadline, not a sleep: a deadlocked handshake fails instead of
-	// hanging the test binary.
-	deadline := time.Now().Add(30 * time.Second)
-	client.SetDeadline(deadline)
-	server.SetDeadline(deadline)
-	return client, server
-}
-
-// connect runs one TLS connection: both handshakes, then one byte from
-// server to client, which makes the client read (and cache) a TLS 1.3 ticket
-// sent before it. It returns the client's view of the connection.
-func (l *ticketLoopback) connect(tb testing.TB, client, server *tls.Config) tls.ConnectionState {
-	tb.Helper()
-	cc, sc := l.pair(tb)
-	srv := tls.Server(sc, server)
-	cli := tls.Client(cc, client)
-	errc := make(chan error, 1)
-	go func() {
-		defer srv.Close()
-		if err := srv.Handshake(); err != nil {
-			errc <- fmt.Errorf("server handshake: %w", err)
-			return
-		}
-		if _, err := srv.Write([]byte{1}); err != nil {
-			errc <- fmt.Errorf("server write: %w", err)
-			return
-		}
-		errc <- nil
-	}()
-	var b [1]byte
-	err := cli.Handshake()
-	if err == nil {
-		_, err = io.ReadFull(cli, b[:])
-	}
-	cli.Close()
-	if serr := <-errc; serr != nil {
-		tb.Fatal(serr)
-	}
-	if err != nil {
-		tb.Fatalf("client: %v", err)
-	}
-	return cli.ConnectionState()
-}
-
-var ticketTestVersions = []struct {
-	name    string
-	version uint16
-}{
-	{"tls12", tls.VersionTLS12},
-	{"tls13", tls.VersionTLS13},
-}
-
-// ticketTestSession returns a server-side session from a real handshake.
-func ticketTestSession(tb testing.TB, version uint16) *tls.SessionState {
-	tb.Helper()
-	var got *tls.SessionState
-	srv := &tls.Config{
-		Certificates: []tls.Certificate{ticketTestCert(tb)},
-		MinVersion:   version,
-		MaxVersion:   version,
-		WrapSession: func(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-			got = ss
-			return []byte("ticket"), nil
-		},
-	}
-	newTicketLoopback(tb).connect(tb, ticketClientConfig(tb, version, tls.NewLRUClientSessionCache(1)), srv)
-	if got == nil {
-		tb.Fatal("the server issued no session")
-	}
-	return got
-}
-
 func TestNewTicketsValidates(t *testing.T) {
+	t.Parallel()
 	ring := newTicketTestRing(t, newTicketKey(t, 1))
 	tests := []struct {
 		name    string
@@ -358,11 +157,12 @@ func TestNewTicketsValidates(t *testing.T) {
 }
 
 func TestTicketsRoundTripState(t *testing.T) {
+	t.Parallel()
 	key := newTicketKey(t, 1)
 	tk := newTestTickets(t, newTicketTestRing(t, key))
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
-			ss := ticketTestSession(t, v.version)
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
+			ss := tlstest.Session(t, v.Version)
 			ss.Extra = [][]byte{{0xE1, 1, 2, 3}, []byte("node-7"), {}}
 			want, err := ss.Bytes()
 			if err != nil {
@@ -397,22 +197,23 @@ func TestTicketsRoundTripState(t *testing.T) {
 }
 
 func TestTicketsResumeHandshake(t *testing.T) {
-	l := newTicketLoopback(t)
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
+	t.Parallel()
+	l := tlstest.NewLoopback(t)
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
 			a := &ticketAdapter{b: newTestTickets(t, newTicketTestRing(t, newTicketKey(t, 1)))}
-			srv := ticketServerConfig(t, a, v.version)
-			cache := newTicketRecordingCache()
-			cli := ticketClientConfig(t, v.version, cache)
+			srv := ticketServerConfig(t, a, v.Version)
+			cache := tlstest.NewRecordingCache()
+			cli := tlstest.ClientConfig(t, v.Version, cache)
 
-			first := l.connect(t, cli, srv)
+			first := l.Connect(t, cli, srv)
 			if first.DidResume {
 				t.Fatal("first connection resumed")
 			}
-			if first.Version != v.version {
-				t.Fatalf("negotiated %x; want %x", first.Version, v.version)
+			if first.Version != v.Version {
+				t.Fatalf("negotiated %x; want %x", first.Version, v.Version)
 			}
-			if cache.count() == 0 {
+			if cache.Count() == 0 {
 				t.Fatal("the client received no ticket")
 			}
 			// A TLS 1.2 server asks for the (empty) ticket of a client that
@@ -422,7 +223,7 @@ func TestTicketsResumeHandshake(t *testing.T) {
 					t.Fatalf("first connection: unwrap error %v; want only ErrMiss", err)
 				}
 			}
-			second := l.connect(t, cli, srv)
+			second := l.Connect(t, cli, srv)
 			if !second.DidResume {
 				t.Fatalf("second connection did not resume; unwrap errors: %v", a.takeErrs())
 			}
@@ -436,25 +237,26 @@ func TestTicketsResumeHandshake(t *testing.T) {
 // TestTicketsFleetRoundRobin runs three servers, as three nodes, sharing one
 // ring; the client goes to each in turn and must resume everywhere.
 func TestTicketsFleetRoundRobin(t *testing.T) {
+	t.Parallel()
 	const reconnects = 100
-	l := newTicketLoopback(t)
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
+	l := tlstest.NewLoopback(t)
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
 			ring := newTicketTestRing(t, newTicketKey(t, 1), newTicketKey(t, 2))
 			var nodes []*tls.Config
 			var adapters []*ticketAdapter
 			for range 3 {
 				a := &ticketAdapter{b: newTestTickets(t, ring)}
 				adapters = append(adapters, a)
-				nodes = append(nodes, ticketServerConfig(t, a, v.version))
+				nodes = append(nodes, ticketServerConfig(t, a, v.Version))
 			}
-			cli := ticketClientConfig(t, v.version, tls.NewLRUClientSessionCache(4))
-			if l.connect(t, cli, nodes[0]).DidResume {
+			cli := tlstest.ClientConfig(t, v.Version, tls.NewLRUClientSessionCache(4))
+			if l.Connect(t, cli, nodes[0]).DidResume {
 				t.Fatal("first connection resumed")
 			}
 			resumed := 0
 			for i := range reconnects {
-				if l.connect(t, cli, nodes[(i+1)%len(nodes)]).DidResume {
+				if l.Connect(t, cli, nodes[(i+1)%len(nodes)]).DidResume {
 					resumed++
 				}
 			}
@@ -475,32 +277,33 @@ func TestTicketsFleetRoundRobin(t *testing.T) {
 // ticket on every resumption, through WrapSession), and that a ticket whose
 // key left the ring is a miss: a full handshake, not a failure.
 func TestTicketsRotation(t *testing.T) {
-	l := newTicketLoopback(t)
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
+	t.Parallel()
+	l := tlstest.NewLoopback(t)
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
 			k1, k2 := newTicketKey(t, 1), newTicketKey(t, 2)
 			ring := newTicketTestRing(t, k1)
 			a := &ticketAdapter{b: newTestTickets(t, ring)}
-			srv := ticketServerConfig(t, a, v.version)
+			srv := ticketServerConfig(t, a, v.Version)
 
 			// Ring [k1]: a full handshake issues a ticket under k1.
-			cache := newTicketRecordingCache()
-			if l.connect(t, ticketClientConfig(t, v.version, cache), srv).DidResume {
+			cache := tlstest.NewRecordingCache()
+			if l.Connect(t, tlstest.ClientConfig(t, v.Version, cache), srv).DidResume {
 				t.Fatal("first connection resumed")
 			}
-			cacheKey, oldSession, oldTicket := cache.last(t)
+			cacheKey, oldSession, oldTicket := cache.Last(t)
 			if got := ticketName(t, oldTicket); got != k1.Name {
 				t.Fatalf("first ticket under key %s; want k1 %s", got, k1.Name)
 			}
 
 			// Ring [k2, k1]: the k1 ticket resumes, the new one is under k2.
 			ring.set(t, k2, k1)
-			cache = newTicketRecordingCache()
+			cache = tlstest.NewRecordingCache()
 			cache.Put(cacheKey, oldSession)
-			if !l.connect(t, ticketClientConfig(t, v.version, cache), srv).DidResume {
+			if !l.Connect(t, tlstest.ClientConfig(t, v.Version, cache), srv).DidResume {
 				t.Fatalf("k1 ticket did not resume under ring [k2 k1]; unwrap errors: %v", a.takeErrs())
 			}
-			_, newSession, newTicket := cache.last(t)
+			_, newSession, newTicket := cache.Last(t)
 			if newSession == oldSession {
 				t.Fatal("the server issued no new ticket on resumption")
 			}
@@ -512,20 +315,20 @@ func TestTicketsRotation(t *testing.T) {
 			// and a k2 ticket; the k2 ticket still resumes.
 			ring.set(t, k2)
 			a.takeErrs()
-			cache = newTicketRecordingCache()
+			cache = tlstest.NewRecordingCache()
 			cache.Put(cacheKey, oldSession)
-			cli := ticketClientConfig(t, v.version, cache)
-			if l.connect(t, cli, srv).DidResume {
+			cli := tlstest.ClientConfig(t, v.Version, cache)
+			if l.Connect(t, cli, srv).DidResume {
 				t.Fatal("k1 ticket resumed after k1 left the ring")
 			}
 			errs := a.takeErrs()
 			if len(errs) != 1 || !errors.Is(errs[0], ErrMiss) {
 				t.Fatalf("unwrap errors = %v; want one ErrMiss", errs)
 			}
-			if _, _, ticket := cache.last(t); ticketName(t, ticket) != k2.Name {
+			if _, _, ticket := cache.Last(t); ticketName(t, ticket) != k2.Name {
 				t.Fatalf("ticket after the miss under key %s; want k2", ticketName(t, ticket))
 			}
-			if !l.connect(t, cli, srv).DidResume {
+			if !l.Connect(t, cli, srv).DidResume {
 				t.Fatalf("k2 ticket did not resume; unwrap errors: %v", a.takeErrs())
 			}
 		})
@@ -537,9 +340,10 @@ func TestTicketsRotation(t *testing.T) {
 // ticket from WrapSession opens by the spec, and a ticket sealed by the spec
 // opens with UnwrapSession.
 func TestTicketsFormat(t *testing.T) {
+	t.Parallel()
 	key := newTicketKey(t, 7)
 	tk := newTestTickets(t, newTicketTestRing(t, key))
-	ss := ticketTestSession(t, tls.VersionTLS13)
+	ss := tlstest.Session(t, tls.VersionTLS13)
 	state, err := ss.Bytes()
 	if err != nil {
 		t.Fatal(err)
@@ -623,10 +427,11 @@ func bitRegion(i, n int) string {
 }
 
 func TestTicketsBadTickets(t *testing.T) {
+	t.Parallel()
 	key := newTicketKey(t, 1)
 	ring := newTicketTestRing(t, key, newTicketKey(t, 2))
 	tk := newTestTickets(t, ring)
-	valid, err := tk.WrapSession(tls.ConnectionState{}, ticketTestSession(t, tls.VersionTLS13))
+	valid, err := tk.WrapSession(tls.ConnectionState{}, tlstest.Session(t, tls.VersionTLS13))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -720,8 +525,9 @@ func TestTicketsBadTickets(t *testing.T) {
 }
 
 func TestTicketsNoRing(t *testing.T) {
+	t.Parallel()
 	tk := newTestTickets(t, &ticketTestRing{})
-	ss := ticketTestSession(t, tls.VersionTLS13)
+	ss := tlstest.Session(t, tls.VersionTLS13)
 	if ticket, err := tk.WrapSession(tls.ConnectionState{}, ss); err == nil || ticket != nil {
 		t.Fatalf("WrapSession without a ring = %x, %v; want an error", ticket, err)
 	}
@@ -739,8 +545,9 @@ type ticketFailingReader struct{ err error }
 func (r ticketFailingReader) Read([]byte) (int, error) { return 0, r.err }
 
 func TestTicketsRandFailure(t *testing.T) {
+	t.Parallel()
 	errEntropy := errors.New("entropy exhausted")
-	ss := ticketTestSession(t, tls.VersionTLS13)
+	ss := tlstest.Session(t, tls.VersionTLS13)
 	tests := []struct {
 		name string
 		r    io.Reader
@@ -786,6 +593,7 @@ func (ticketRepeatingReader) Read(p []byte) (int, error) {
 }
 
 func TestTicketsSaltNonceUnique(t *testing.T) {
+	t.Parallel()
 	const n = 100_000
 	key := newTicketKey(t, 1)
 	tests := []struct {
@@ -837,11 +645,12 @@ func TestTicketsSaltNonceUnique(t *testing.T) {
 // the ring rotates between orders of the same two keys, so every ticket must
 // open; run with -race.
 func TestTicketsConcurrentRotation(t *testing.T) {
+	t.Parallel()
 	k1, k2 := newTicketKey(t, 1), newTicketKey(t, 2)
 	ring := newTicketTestRing(t, k1, k2)
 	r1, r2 := ring.Ring(), func() *ticketkeys.Ring { ring.set(t, k2, k1); return ring.Ring() }()
 	tk := newTestTickets(t, ring)
-	ss := ticketTestSession(t, tls.VersionTLS13)
+	ss := tlstest.Session(t, tls.VersionTLS13)
 	want, err := ss.Bytes()
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package ticketkeys
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -101,10 +102,7 @@ var (
 // NewFileSource validates cfg and returns a source that publishes into h. It
 // reads nothing until Start.
 func NewFileSource(h *Holder, cfg FileConfig) (*FileSource, error) {
-	if h == nil {
-		return nil, errors.New("ticketkeys: holder is nil")
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := checkNew(h, cfg); err != nil {
 		return nil, err
 	}
 	return &FileSource{
@@ -112,7 +110,7 @@ func NewFileSource(h *Holder, cfg FileConfig) (*FileSource, error) {
 		paths:       append([]string(nil), cfg.Paths...),
 		keySize:     cfg.KeySize,
 		watch:       !cfg.DisableWatch,
-		reloadDelay: orDefault(cfg.ReloadDelay, DefaultReloadDelay),
+		reloadDelay: cmp.Or(cfg.ReloadDelay, DefaultReloadDelay),
 		kick:        make(chan struct{}, 1),
 	}, nil
 }
@@ -144,16 +142,7 @@ func (s *FileSource) Start(ctx context.Context) error {
 // Reload reads the files again and publishes their keys if they changed. On
 // error the current ring is kept and the error is returned (and counted and
 // logged). After Close it returns ErrClosed.
-func (s *FileSource) Reload() error {
-	if s.stopped() {
-		return ErrClosed
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.reloadLocked()
-	s.record(err)
-	return err
-}
+func (s *FileSource) Reload() error { return s.apply(&s.mu, s.reloadLocked) }
 
 func (s *FileSource) reloadLocked() error {
 	files, err := loadKeyFiles(s.paths, s.keySize)

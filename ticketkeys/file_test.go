@@ -41,6 +41,7 @@ func firstName(raw []byte) Name {
 }
 
 func TestFileConfigValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		cfg     FileConfig
@@ -63,6 +64,7 @@ func TestFileConfigValidate(t *testing.T) {
 }
 
 func TestFileSourceLoadsInOrder(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	rawA, rawB := rawKeys(80, 2, 1), rawKeys(48, 1, 50)
@@ -86,6 +88,7 @@ func TestFileSourceLoadsInOrder(t *testing.T) {
 }
 
 func TestFileSourceStartRefusesBadFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	open := filepath.Join(dir, "open")
 	writeFile(t, open, rawKeys(48, 1, 1), 0o644)
@@ -108,6 +111,7 @@ func TestFileSourceStartRefusesBadFiles(t *testing.T) {
 // TestFileSourceReloadOnWrite replaces the key file atomically; the fsnotify
 // watch must reload it without any call from the test.
 func TestFileSourceReloadOnWrite(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ticket.key")
 	writeFile(t, path, rawKeys(48, 1, 1), 0o600)
@@ -141,6 +145,7 @@ func TestFileSourceReloadOnWrite(t *testing.T) {
 // volume: the file is a symlink through ..data, and ..data is atomically
 // replaced by a symlink to a new timestamped directory.
 func TestFileSourceKubernetesSecretSwap(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	mk := func(version string, raw []byte) {
 		d := filepath.Join(dir, version)
@@ -185,6 +190,7 @@ func TestFileSourceKubernetesSecretSwap(t *testing.T) {
 // TestFileSourceExplicitReload is the SIGHUP path, with the watch off: a bad
 // file keeps the old ring and counts a failure; a good one is taken.
 func TestFileSourceExplicitReload(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ticket.key")
 	raw1 := rawKeys(48, 2, 1)

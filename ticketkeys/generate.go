@@ -1,6 +1,7 @@
 package ticketkeys
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +22,7 @@ type GenerateConfig struct {
 	// DefaultRotateEvery is used.
 	RotateEvery time.Duration
 	// Lifetime is the session lifetime: a key keeps opening tickets for
-	// Lifetime after it stops sealing. If zero, DefaultLifetime is used.
+	// Lifetime after it stops sealing. If zero, DefaultKeyLifetime is used.
 	// The ring holds ceil(Lifetime/RotateEvery)+1 keys, at most MaxKeys.
 	Lifetime time.Duration
 	// Now returns the current time. If nil, time.Now is used.
@@ -35,9 +36,9 @@ type GenerateConfig struct {
 }
 
 func (c GenerateConfig) rotateEvery() time.Duration {
-	return orDefault(c.RotateEvery, DefaultRotateEvery)
+	return cmp.Or(c.RotateEvery, DefaultRotateEvery)
 }
-func (c GenerateConfig) lifetime() time.Duration { return orDefault(c.Lifetime, DefaultLifetime) }
+func (c GenerateConfig) lifetime() time.Duration { return cmp.Or(c.Lifetime, DefaultKeyLifetime) }
 
 // Validate reports configuration mistakes without doing any I/O.
 func (c GenerateConfig) Validate() error {
@@ -51,7 +52,7 @@ func validateRotation(rotate, lifetime time.Duration, maxPast int64) error {
 	if err != nil {
 		return err
 	}
-	rotate, lifetime = orDefault(rotate, DefaultRotateEvery), orDefault(lifetime, DefaultLifetime)
+	rotate, lifetime = cmp.Or(rotate, DefaultRotateEvery), cmp.Or(lifetime, DefaultKeyLifetime)
 	if n := pastKeys(lifetime, rotate); n > maxPast {
 		return fmt.Errorf("ticketkeys.lifetime: %q needs %d past keys at rotate_every %q, more than the %d a ring can hold: rotate less often or shorten the lifetime",
 			lifetime.String(), n, rotate.String(), maxPast)
@@ -81,10 +82,7 @@ var _ Source = (*GenerateSource)(nil)
 // NewGenerateSource validates cfg and returns a source that publishes into
 // h. It starts nothing until Start.
 func NewGenerateSource(h *Holder, cfg GenerateConfig) (*GenerateSource, error) {
-	if h == nil {
-		return nil, errors.New("ticketkeys: holder is nil")
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := checkNew(h, cfg); err != nil {
 		return nil, err
 	}
 	return &GenerateSource{
@@ -116,16 +114,7 @@ func (s *GenerateSource) Start(ctx context.Context) error {
 // publishes the new ring. Past keys stay while tickets they sealed may still
 // be within Lifetime. On error the current ring is kept. After Close it
 // returns ErrClosed.
-func (s *GenerateSource) Rotate() error {
-	if s.stopped() {
-		return ErrClosed
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.rotateLocked()
-	s.record(err)
-	return err
-}
+func (s *GenerateSource) Rotate() error { return s.apply(&s.mu, s.rotateLocked) }
 
 // tick rotates if the sealing key is RotateEvery old by the injected clock,
 // and returns the wait until the next rotation is due.

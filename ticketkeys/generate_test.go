@@ -9,6 +9,7 @@ import (
 )
 
 func TestGenerateConfigValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		cfg     GenerateConfig
@@ -37,6 +38,7 @@ func TestGenerateConfigValidate(t *testing.T) {
 }
 
 func TestGenerateRotation(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		rotate   time.Duration
@@ -123,6 +125,7 @@ func TestGenerateRotation(t *testing.T) {
 }
 
 func TestGenerateRotateForcedAndStatus(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock(time.Unix(1_800_000_000, 0))
 	h := NewHolder(HolderConfig{})
 	defer h.Close()
@@ -162,6 +165,7 @@ type failingReader struct{}
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("entropy exhausted") }
 
 func TestGenerateRandFailureKeepsRingAndDegrades(t *testing.T) {
+	t.Parallel()
 	h := NewHolder(HolderConfig{})
 	defer h.Close()
 	rnd := &switchReader{r: &seqReader{}}
@@ -188,6 +192,7 @@ func TestGenerateRandFailureKeepsRingAndDegrades(t *testing.T) {
 }
 
 func TestGenerateStartFailsWithoutEntropy(t *testing.T) {
+	t.Parallel()
 	h := NewHolder(HolderConfig{})
 	s, err := NewGenerateSource(h, GenerateConfig{Rand: failingReader{}})
 	if err != nil {
@@ -207,6 +212,7 @@ func TestGenerateStartFailsWithoutEntropy(t *testing.T) {
 // TestLoopRecoversFromPanicAndRetries drives the shared loop with a step that
 // panics, then fails, then succeeds: the loop must keep going.
 func TestLoopRecoversFromPanicAndRetries(t *testing.T) {
+	t.Parallel()
 	h := NewHolder(HolderConfig{})
 	r := newRunner("test", h, nil, nil, nil)
 	r.retryMin, r.retryMax = time.Millisecond, 2*time.Millisecond
@@ -250,6 +256,7 @@ func TestLoopRecoversFromPanicAndRetries(t *testing.T) {
 }
 
 func TestBackoffBounds(t *testing.T) {
+	t.Parallel()
 	r := newRunner("test", NewHolder(HolderConfig{}), nil, nil, nil)
 	r.retryMin, r.retryMax = time.Second, 8*time.Second
 	for _, tt := range []struct {

@@ -11,6 +11,7 @@ import (
 )
 
 func TestNewRing(t *testing.T) {
+	t.Parallel()
 	a, b := testKey(1), testKey(2)
 	tooMany := make([]*Key, MaxKeys+1)
 	for i := range tooMany {
@@ -59,6 +60,7 @@ func TestNewRing(t *testing.T) {
 }
 
 func TestHolderZeroesRetiredKeysAfterGrace(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	a, b, c := testKey(1), testKey(2), testKey(3)
 	if h.Ring() != nil {
@@ -100,6 +102,7 @@ func TestHolderZeroesRetiredKeysAfterGrace(t *testing.T) {
 }
 
 func TestHolderKeyComingBackIsNotZeroed(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	a, b := testKey(1), testKey(2)
 	h.Store(mustRing(t, a, b))
@@ -112,6 +115,7 @@ func TestHolderKeyComingBackIsNotZeroed(t *testing.T) {
 }
 
 func TestHolderCloseZeroesPendingKeys(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	a, b := testKey(1), testKey(2)
 	h.Store(mustRing(t, a))
@@ -134,6 +138,7 @@ func TestHolderCloseZeroesPendingKeys(t *testing.T) {
 }
 
 func TestHolderRealTimerZeroes(t *testing.T) {
+	t.Parallel()
 	// The default schedule is time.AfterFunc; with a tiny grace the
 	// callback runs, and Close waits for it.
 	h := NewHolder(HolderConfig{RetireGrace: time.Nanosecond})
@@ -147,6 +152,7 @@ func TestHolderRealTimerZeroes(t *testing.T) {
 }
 
 func TestHolderRingDoesNotAllocate(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun refuses to run in a parallel test.
 	var h Holder
 	h.Store(mustRing(t, testKey(1)))
 	if n := testing.AllocsPerRun(100, func() { _ = h.Ring().Current() }); n != 0 {
@@ -158,14 +164,22 @@ func TestHolderRingDoesNotAllocate(t *testing.T) {
 // writer swaps rings; run with -race. Keys are zeroed only after the readers
 // stop (the grace period outlasts them), which Close then proves.
 func TestHolderConcurrent(t *testing.T) {
+	t.Parallel()
 	h, sched := newManualHolder()
 	h.Store(mustRing(t, testKey(0)))
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var sealed atomic.Int64
+	// Each reader reads once before the writes start, so the readers are
+	// running when the writes begin: on a loaded machine they could
+	// otherwise all be scheduled after the last write ("readers never ran").
+	var started sync.WaitGroup
+	started.Add(4)
 	for range 4 {
 		wg.Go(func() {
-			for !stop.Load() {
+			ready := sync.OnceFunc(started.Done)
+			defer ready() // also when a check fails on the first read
+			for first := true; first || !stop.Load(); first = false {
 				r := h.Ring()
 				k := r.Current()
 				if isZero(k) {
@@ -177,9 +191,11 @@ func TestHolderConcurrent(t *testing.T) {
 					return
 				}
 				sealed.Add(1)
+				ready()
 			}
 		})
 	}
+	started.Wait()
 	var all []*Key
 	for i := 1; i <= 500; i++ {
 		k := testKey(byte(i))

@@ -1,13 +1,14 @@
 package ticketkeys
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/aesgcm"
 )
 
 // KEKSize is the size of a key-encryption key file: 32 raw bytes, an
@@ -45,11 +46,7 @@ func loadKEK(path string) (cipher.AEAD, error) {
 }
 
 func newKEK(key []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("ticketkeys: key-encryption key: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := aesgcm.New(key)
 	if err != nil {
 		return nil, fmt.Errorf("ticketkeys: key-encryption key: %w", err)
 	}

@@ -30,6 +30,7 @@ func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 }
 
 func TestParseKeyFile(t *testing.T) {
+	t.Parallel()
 	created := time.Unix(1_700_000_000, 0)
 	dup := rawKeys(48, 2, 1)
 	copy(dup[48:64], dup[:16])
@@ -90,6 +91,7 @@ func TestParseKeyFile(t *testing.T) {
 }
 
 func TestParseKeyFileSizesDeriveDifferentSecrets(t *testing.T) {
+	t.Parallel()
 	// An 80-byte key and its first 48 bytes share a name but must not
 	// share a secret.
 	raw := rawKeys(80, 1, 7)
@@ -139,6 +141,7 @@ func FuzzParseKeyFile(f *testing.F) {
 }
 
 func TestLoadKeyFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a := filepath.Join(dir, "a.key")
 	b := filepath.Join(dir, "b.key")
@@ -200,6 +203,7 @@ func TestLoadKeyFiles(t *testing.T) {
 }
 
 func TestGenerateAndInspectKeyFile(t *testing.T) {
+	t.Parallel()
 	for _, size := range []int{KeySize48, KeySize80} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ticket.key")
@@ -241,6 +245,7 @@ func TestGenerateAndInspectKeyFile(t *testing.T) {
 }
 
 func TestGenerateKeyFileRejects(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name        string
 		format      KeyFileFormat
@@ -266,6 +271,7 @@ func TestGenerateKeyFileRejects(t *testing.T) {
 }
 
 func TestInspectFilesAmbiguousNeedsKeySize(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "k")
 	writeFile(t, path, rawKeys(48, 5, 1), 0o600)
 	if _, err := InspectFile(path); err == nil || !strings.Contains(err.Error(), "set key_size") {

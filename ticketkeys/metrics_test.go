@@ -44,6 +44,7 @@ func gathered(t testing.TB, reg *prometheus.Registry) map[string]float64 {
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {
@@ -90,6 +91,7 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestNilMetricsIsSafe(t *testing.T) {
+	t.Parallel()
 	var m *Metrics
 	m.rotation("x", nil)
 	m.attach(nil)

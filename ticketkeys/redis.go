@@ -2,6 +2,7 @@ package ticketkeys
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/cipher"
 	"errors"
@@ -56,7 +57,7 @@ type RedisConfig struct {
 	// DefaultRotateEvery is used; at least one second.
 	RotateEvery time.Duration
 	// Lifetime is the session lifetime the ring must cover. If zero,
-	// DefaultLifetime is used.
+	// DefaultKeyLifetime is used.
 	Lifetime time.Duration
 	// RefreshEvery is the longest wait between two refreshes within an
 	// epoch. If zero, DefaultRefreshEvery is used.
@@ -161,22 +162,19 @@ var (
 // NewRedisSource validates cfg and returns a source that publishes into h. It
 // reaches nothing until Start.
 func NewRedisSource(h *Holder, cfg RedisConfig) (*RedisSource, error) {
-	if h == nil {
-		return nil, errors.New("ticketkeys: holder is nil")
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := checkNew(h, cfg); err != nil {
 		return nil, err
 	}
-	rotate := orDefault(cfg.RotateEvery, DefaultRotateEvery)
+	rotate := cmp.Or(cfg.RotateEvery, DefaultRotateEvery)
 	return &RedisSource{
 		runner:       newRunner("redis", h, cfg.Logger, cfg.Metrics, cfg.Now),
 		client:       cfg.Client,
 		kekFile:      cfg.KEKFile,
 		prefix:       cfg.Prefix,
 		rotate:       rotate,
-		past:         pastKeys(orDefault(cfg.Lifetime, DefaultLifetime), rotate) + 1,
-		refreshEvery: orDefault(cfg.RefreshEvery, DefaultRefreshEvery),
-		timeout:      orDefault(cfg.Timeout, DefaultRedisTimeout),
+		past:         pastKeys(cmp.Or(cfg.Lifetime, DefaultKeyLifetime), rotate) + 1,
+		refreshEvery: cmp.Or(cfg.RefreshEvery, DefaultRefreshEvery),
+		timeout:      cmp.Or(cfg.Timeout, DefaultRedisTimeout),
 		rand:         randReader(cfg.Rand),
 		cache:        make(map[int64]*storedKey),
 	}, nil

@@ -100,6 +100,7 @@ func sig(r *Ring) string {
 }
 
 func TestRedisConfigValidate(t *testing.T) {
+	t.Parallel()
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
 	ok := RedisConfig{Client: c, KEKFile: "/kek"}
@@ -134,6 +135,7 @@ func TestRedisConfigValidate(t *testing.T) {
 // and moves them through several epochs: at every step they hold the same
 // ring, and no epoch's key ever changes.
 func TestRedisNodesAgree(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 1)
 	nodes := []*node{
@@ -208,6 +210,7 @@ func TestRedisNodesAgree(t *testing.T) {
 // TestRedisStoresOnlyWrappedKeys reads what Redis holds: the wrapped value,
 // never the raw key, with an expiry beyond the key's window.
 func TestRedisStoresOnlyWrappedKeys(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	kekPath, kekBytes := writeKEK(t, 2)
 	n := newNode(t, srv.Addr, kekPath, t0.Add(time.Minute), func(c *RedisConfig) { c.Prefix = "fleet-a/" }).start(t)
@@ -256,6 +259,7 @@ func TestRedisStoresOnlyWrappedKeys(t *testing.T) {
 }
 
 func TestRedisWrongKEK(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	kek1, _ := writeKEK(t, 3)
 	kek2, _ := writeKEK(t, 4)
@@ -272,6 +276,7 @@ func TestRedisWrongKEK(t *testing.T) {
 }
 
 func TestRedisTamperedValueIsNotUsed(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 5)
 	n := newNode(t, srv.Addr, kek, t0.Add(time.Minute)).start(t)
@@ -299,6 +304,7 @@ func TestRedisTamperedValueIsNotUsed(t *testing.T) {
 }
 
 func TestRedisKEKFileChecks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	open := filepath.Join(dir, "open")
 	writeFile(t, open, rawKeys(KEKSize, 1, 1), 0o644)
@@ -326,6 +332,8 @@ func TestRedisKEKFileChecks(t *testing.T) {
 // reports degraded, still rotates into the epoch it fetched ahead, and
 // recovers when Redis is back, restoring the keys Redis lost.
 func TestRedisOutage(t *testing.T) {
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 6)
 	n := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute)).start(t)
@@ -377,6 +385,8 @@ func TestRedisOutage(t *testing.T) {
 
 // TestRedisRecoversByItself leaves recovery to the background loop.
 func TestRedisRecoversByItself(t *testing.T) {
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 7)
 	n := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute), func(c *RedisConfig) {
@@ -402,6 +412,8 @@ func TestRedisRecoversByItself(t *testing.T) {
 // TestRedisDownAtStart starts on a node-local key, then moves to the shared
 // keys while the local key keeps opening what it sealed.
 func TestRedisDownAtStart(t *testing.T) {
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 8)
 	srv.Stop()
@@ -442,6 +454,8 @@ func TestRedisDownAtStart(t *testing.T) {
 // creates a new key for the current epoch before this one writes its own
 // back. The stored key wins, and the old one still opens.
 func TestRedisDataLossReplacement(t *testing.T) {
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 9)
 	a := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute)).start(t)
@@ -471,6 +485,7 @@ func TestRedisDataLossReplacement(t *testing.T) {
 // clock steps back, and are fetched afresh (never republished zeroed) when it
 // moves forward again.
 func TestRedisClockStepsBack(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 10)
 	n := newNode(t, srv.Addr, kek, t0.Add(10*time.Minute))
@@ -505,6 +520,7 @@ func TestRedisClockStepsBack(t *testing.T) {
 }
 
 func TestClosedSourcesRefuse(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	kek, _ := writeKEK(t, 11)
 	rn := newNode(t, srv.Addr, kek, t0).start(t)

@@ -17,9 +17,13 @@ import (
 const (
 	// DefaultRotateEvery is how often generated and shared keys rotate.
 	DefaultRotateEvery = time.Hour
-	// DefaultLifetime is the session lifetime keys must cover: the RFC 5246
-	// maximum.
-	DefaultLifetime = 24 * time.Hour
+	// DefaultKeyLifetime is how long a key keeps opening tickets after it
+	// stops sealing, when a source's Lifetime (the session lifetime the
+	// ring must cover) is zero: 24h, the RFC 5246 maximum for a session.
+	// internal/app sets Lifetime to the session lifetime in force
+	// (resumption.SessionLifetime), so this default applies only to other
+	// callers.
+	DefaultKeyLifetime = 24 * time.Hour
 	// DefaultRetryMin and DefaultRetryMax bound the backoff after a failed
 	// rotation, reload or refresh. Each retry waits between half and all of
 	// min(DefaultRetryMax, DefaultRetryMin<<(failures-1)).
@@ -309,12 +313,26 @@ func randReader(rnd io.Reader) io.Reader {
 	return rnd
 }
 
-// orDefault returns d if v is zero.
-func orDefault(v, d time.Duration) time.Duration {
-	if v == 0 {
-		return d
+// checkNew reports why a source cannot be built on h with cfg: a nil Holder,
+// or cfg's own Validate error.
+func checkNew(h *Holder, cfg interface{ Validate() error }) error {
+	if h == nil {
+		return errors.New("ticketkeys: holder is nil")
 	}
-	return v
+	return cfg.Validate()
+}
+
+// apply runs f, a reload or rotation that needs mu, unless the source is
+// closed (ErrClosed), and records its outcome in the status and metrics.
+func (r *runner) apply(mu *sync.Mutex, f func() error) error {
+	if r.stopped() {
+		return ErrClosed
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	err := f()
+	r.record(err)
+	return err
 }
 
 // validateDuration checks an optional duration field: zero means the default,

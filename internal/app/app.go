@@ -26,8 +26,10 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/buildinfo"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
@@ -60,7 +62,7 @@ type App struct {
 
 	tlsMetrics      *proxy.TLSMetrics
 	resMetrics      *resumption.Metrics
-	statefulMetrics *resumption.StatefulMetrics
+	statefulMetrics *stateful.Metrics
 
 	certs    *proxy.Certs
 	sessions *sessions
@@ -145,14 +147,18 @@ func (a *App) build() error {
 	if a.adminToken, err = readAdminToken(cfg.AdminTokenFile); err != nil {
 		return err
 	}
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := a.reg.Register(buildinfo.NewCollector()); err != nil {
-		return fmt.Errorf("registering build info: %w", err)
+	if err := promreg.Register(a.reg, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.NewCollector()); err != nil {
+		return fmt.Errorf("registering process metrics: %w", err)
 	}
-	a.tlsMetrics = proxy.NewTLSMetrics(a.reg)
-	a.resMetrics = resumption.NewMetrics(a.reg)
-	a.statefulMetrics = resumption.NewStatefulMetrics(a.reg)
-
+	if a.tlsMetrics, err = proxy.NewTLSMetrics(a.reg); err != nil {
+		return err
+	}
+	if a.resMetrics, err = resumption.NewMetrics(a.reg); err != nil {
+		return err
+	}
+	if a.statefulMetrics, err = stateful.NewMetrics(a.reg); err != nil {
+		return err
+	}
 	if len(cfg.TLS.Certificates) > 0 {
 		a.certs, err = proxy.LoadCerts(cfg.TLS.Certificates)
 	} else {
@@ -202,17 +208,17 @@ func sessionIDHeader(cfg *config.Config) string {
 	return config.DefaultSessionIDHeader
 }
 
-// perConn gives each handshake its own session hooks (Layer.ConnConfig), so
-// that a resumed session keeps the time of its full handshake and, in the
-// stateful modes, requests can carry the session identifier.
-func (a *App) perConn() func(*tls.Config) (*tls.Config, any) {
+// perConn gives each handshake its own session hooks (Layer.ConnConfig):
+// the one place they are installed. A resumed session then keeps the time
+// of its full handshake and, in the stateful modes, requests carry the
+// session identifier. It returns nil in mode off: no connection resumes.
+func (a *App) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
 	l := a.sessions.layer
 	if l == nil {
 		return nil
 	}
-	return func(base *tls.Config) (*tls.Config, any) {
-		c, rec := l.ConnConfig(base)
-		return c, rec
+	return func(base *tls.Config) (*tls.Config, proxy.ConnSession) {
+		return l.ConnConfig(base)
 	}
 }
 
@@ -224,8 +230,10 @@ func requestHook(header string) func(*httputil.ProxyRequest) {
 	}
 	return func(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del(header)
-		if cs, _ := proxy.ConnValue(pr.In.Context()).(*resumption.ConnSession); cs.ID() != "" {
-			pr.Out.Header.Set(header, cs.ID())
+		if cs := proxy.ConnSessionFrom(pr.In.Context()); cs != nil {
+			if id := cs.SessionID(); id != "" {
+				pr.Out.Header.Set(header, id)
+			}
 		}
 	}
 }
@@ -244,7 +252,7 @@ func (a *App) revokeHandler() http.Handler {
 		defer cancel()
 		if err := st.Revoke(ctx, r.PathValue("id")); err != nil {
 			code := http.StatusBadGateway
-			if errors.Is(err, resumption.ErrBadSessionID) {
+			if errors.Is(err, stateful.ErrBadSessionID) {
 				code = http.StatusBadRequest
 			}
 			http.Error(w, err.Error(), code)
@@ -259,7 +267,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls.min_version: %w", err)
 	}
-	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v, Sessions: a.sessions.hooks()}), nil
+	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v}), nil
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {

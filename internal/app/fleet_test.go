@@ -80,6 +80,7 @@ func newKey(t *testing.T) []byte {
 }
 
 func TestFleetSharedKeyFileResumesAcrossNodes(t *testing.T) {
+	t.Parallel()
 	keyFile := filepath.Join(t.TempDir(), "ticket.key")
 	writeKeys(t, keyFile, newKey(t))
 	nodes := fleet(t, 3, keyFile)
@@ -106,6 +107,7 @@ func TestFleetSharedKeyFileResumesAcrossNodes(t *testing.T) {
 // operator does — new key first with the old one kept, later the old one
 // dropped — reloading the running nodes as SIGHUP does, never restarting.
 func TestFleetKeyRotationUnderTraffic(t *testing.T) {
+	t.Parallel()
 	keyFile := filepath.Join(t.TempDir(), "ticket.key")
 	oldKey, newK := newKey(t), newKey(t)
 	writeKeys(t, keyFile, oldKey)
@@ -163,6 +165,7 @@ func snapshot(c tls.ClientSessionCache) tls.ClientSessionCache {
 }
 
 func TestFleetSharedStore(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"redis", "memcached"} {
 		t.Run(mode, func(t *testing.T) {
 			// A generous store timeout: this test is about sharing, and a
@@ -225,6 +228,7 @@ func sessionRequest(t *testing.T, addr string, cache tls.ClientSessionCache) (de
 }
 
 func TestSessionIDHeaderAndRevocation(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(demoapp.Handler("up"))
 	defer up.Close()
 	res := config.Resumption{Mode: "redis", Store: config.Store{Timeout: time.Second}}
@@ -260,6 +264,7 @@ func TestSessionIDHeaderAndRevocation(t *testing.T) {
 }
 
 func TestStickyResumesOnlyOnTheSameNode(t *testing.T) {
+	t.Parallel()
 	up := httptest.NewServer(demoapp.Handler("up"))
 	defer up.Close()
 	var nodes []*App

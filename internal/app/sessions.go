@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -11,6 +12,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
@@ -22,18 +24,10 @@ import (
 // tls.Config and whatever runs behind it (a ticket key source, a store).
 type sessions struct {
 	mode     string
-	layer    *resumption.Layer    // nil in mode off
-	source   ticketkeys.Source    // nil unless this node runs its own key source
-	stateful *resumption.Stateful // nil unless mode is redis, memcached or sticky
+	layer    *resumption.Layer // nil in mode off
+	source   ticketkeys.Source // nil unless this node runs its own key source
+	stateful *stateful.Backend // nil unless mode is redis, memcached or sticky
 	close    []func() error
-}
-
-// hooks returns what NewTLSConfig plugs in, nil in mode off.
-func (s *sessions) hooks() proxy.SessionHooks {
-	if s.layer == nil {
-		return nil
-	}
-	return s.layer
 }
 
 // reload re-reads reloadable key material (key files on SIGHUP).
@@ -54,15 +48,16 @@ func (s *sessions) Close() error {
 
 // buildSessions is the one place that knows every resumption backend: it
 // maps resumption.mode (and ticket_keys.source) to constructors.
-func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, sm *resumption.StatefulMetrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
+func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs *proxy.Certs, m *resumption.Metrics, sm *stateful.Metrics, reg prometheus.Registerer, log *zap.Logger) (*sessions, error) {
 	mode := c.Mode
 	if mode == "" {
 		mode = config.DefaultMode
 	}
 	s := &sessions{mode: mode}
-	if c.SessionLifetime > resumption.RecommendedMaxLifetime {
+	lifetime := resumption.SessionLifetime(c.SessionLifetime)
+	if lifetime > resumption.RecommendedMaxLifetime {
 		log.Warn("session_lifetime is above the 24h RFC 5246 recommends: a resumed session skips certificate checks",
-			zap.Duration("session_lifetime", c.SessionLifetime))
+			zap.Duration("session_lifetime", lifetime))
 	}
 	var backend resumption.Backend
 	switch mode {
@@ -73,7 +68,7 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		if holder == nil {
 			holder = ticketkeys.NewHolder(ticketkeys.HolderConfig{})
 			s.close = append(s.close, holder.Close)
-			src, err := buildKeySource(c, holder, s, reg, log)
+			src, err := buildKeySource(c, lifetime, holder, s, reg, log)
 			if err != nil {
 				s.Close()
 				return nil, err
@@ -92,7 +87,7 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 		}
 		backend = t
 	case resumption.ModeRedis, resumption.ModeMemcached, resumption.ModeSticky:
-		st, err := buildStateful(mode, c, s, sm, log)
+		st, err := buildStateful(mode, c, lifetime, s, sm, log)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -105,7 +100,7 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 	layer, err := resumption.New(resumption.Config{
 		Mode:     mode,
 		Backend:  backend,
-		Lifetime: c.SessionLifetime,
+		Lifetime: lifetime,
 		Scope:    certs.Scope,
 		Metrics:  m,
 		Logger:   log.Named("resumption"),
@@ -120,17 +115,13 @@ func buildSessions(ctx context.Context, c config.Resumption, opts Options, certs
 
 // buildKeySource builds the ticket key source; closers of what it opens
 // (a Redis client) are added to s.
-func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
+func buildKeySource(c config.Resumption, lifetime time.Duration, h *ticketkeys.Holder, s *sessions, reg prometheus.Registerer, log *zap.Logger) (ticketkeys.Source, error) {
 	m, err := ticketkeys.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
 	log = log.Named("ticketkeys")
 	k := c.TicketKeys
-	lifetime := c.SessionLifetime
-	if lifetime == 0 {
-		lifetime = resumption.DefaultLifetime
-	}
 	switch k.Source {
 	case "", "generate":
 		return ticketkeys.NewGenerateSource(h, ticketkeys.GenerateConfig{
@@ -139,13 +130,9 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 	case "file":
 		return ticketkeys.NewFileSource(h, ticketkeys.FileConfig{Paths: k.Files, KeySize: k.KeySize, Logger: log, Metrics: m})
 	case "redis":
-		store, err := redisstore.New(redisstore.Config{
-			Addrs:        k.Redis.Addrs,
-			MasterName:   k.Redis.MasterName,
-			PasswordFile: k.Redis.PasswordFile,
-		})
+		store, err := redisstore.New(k.Redis.StoreConfig())
 		if err != nil {
-			return nil, fmt.Errorf("resumption.ticket_keys.redis: %w", err)
+			return nil, fmt.Errorf("resumption.ticket_keys.%w", err) // redis.<field>: ...
 		}
 		s.close = append(s.close, store.Close)
 		return ticketkeys.NewRedisSource(h, ticketkeys.RedisConfig{
@@ -161,50 +148,66 @@ func buildKeySource(c config.Resumption, h *ticketkeys.Holder, s *sessions, reg 
 	return nil, fmt.Errorf("resumption.ticket_keys.source: %q: must be generate, file or redis", k.Source)
 }
 
-// buildStateful builds the backend of the stateful modes over its shared
-// store (none in mode sticky); closers are added to s.
-func buildStateful(mode string, c config.Resumption, s *sessions, sm *resumption.StatefulMetrics, log *zap.Logger) (*resumption.Stateful, error) {
-	timeout := c.Store.Timeout
-	if timeout == 0 {
-		timeout = resumption.DefaultStatefulTimeout
-	}
-	var shared sessioncache.Store
+// closingStore is a shared session store the node closes at shutdown.
+type closingStore interface {
+	sessioncache.Store
+	Close() error
+}
+
+// sharedStore builds the shared session store of mode, whose calls timeout
+// bounds; nil in mode sticky. Its errors start with the field at fault
+// (redis.<field>, memcached.<field>).
+func sharedStore(mode string, c config.Resumption, timeout time.Duration) (closingStore, error) {
 	switch mode {
 	case resumption.ModeRedis:
 		rc := c.Redis
 		rc.Timeout = timeout
-		st, err := redisstore.New(rc)
-		if err != nil {
-			return nil, fmt.Errorf("resumption.redis: %w", err)
-		}
-		s.close = append(s.close, st.Close)
-		shared = st
+		return built(redisstore.New(rc))
 	case resumption.ModeMemcached:
 		mc := c.Memcached
 		mc.Timeout = timeout
-		st, err := memcachestore.New(mc)
-		if err != nil {
-			return nil, fmt.Errorf("resumption.memcached: %w", err)
-		}
-		s.close = append(s.close, st.Close)
-		shared = st
+		return built(memcachestore.New(mc))
+	}
+	return nil, nil
+}
+
+// built returns what a store constructor returned, without turning a nil
+// *S into a non-nil closingStore.
+func built[S closingStore](st S, err error) (closingStore, error) {
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// buildStateful builds the backend of the stateful modes over its shared
+// store (none in mode sticky); closers are added to s. lifetime is the
+// session lifetime in force.
+func buildStateful(mode string, c config.Resumption, lifetime time.Duration, s *sessions, sm *stateful.Metrics, log *zap.Logger) (*stateful.Backend, error) {
+	sc := stateful.Config{
+		Mode:      mode,
+		Lifetime:  lifetime,
+		Timeout:   c.Store.Timeout,
+		SingleUse: c.Store.SingleUse,
+		Breaker:   stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
+		Logger:    log.Named("sessions"),
+		Metrics:   sm,
+	}
+	shared, err := sharedStore(mode, c, sc.StoreTimeout())
+	if err != nil {
+		return nil, fmt.Errorf("resumption.%w", err) // redis.<field>: or memcached.<field>: ...
+	}
+	if shared != nil {
+		s.close = append(s.close, shared.Close)
+		sc.Store = shared
 	}
 	checkStore(mode, shared, log)
 	local, err := lru.New(lru.Config{MaxEntries: c.Store.LocalCache.MaxEntries, MaxBytes: c.Store.LocalCache.MaxBytes})
 	if err != nil {
 		return nil, fmt.Errorf("resumption.store.local_cache: %w", err)
 	}
-	st, err := resumption.NewStateful(resumption.StatefulConfig{
-		Mode:      mode,
-		Store:     shared,
-		Local:     local,
-		Lifetime:  c.SessionLifetime,
-		Timeout:   timeout,
-		SingleUse: c.Store.SingleUse,
-		Breaker:   resumption.StatefulBreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
-		Logger:    log.Named("sessions"),
-		Metrics:   sm,
-	})
+	sc.Local = local
+	st, err := stateful.New(sc)
 	if err != nil {
 		return nil, err
 	}

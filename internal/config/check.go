@@ -47,7 +47,7 @@ func (c *Config) CheckFiles() error {
 	r := c.Resumption
 	switch cmp.Or(r.Mode, DefaultMode) {
 	case resumption.ModeTickets:
-		errs = append(errs, r.TicketKeys.checkFiles(cmp.Or(r.SessionLifetime, resumption.DefaultLifetime))...)
+		errs = append(errs, r.TicketKeys.checkFiles(cmp.Or(r.SessionLifetime, resumption.DefaultSessionLifetime))...)
 	case resumption.ModeRedis:
 		if r.Redis.PasswordFile != "" || r.Redis.TLSCAFile != "" {
 			errs = append(errs, checkRedisFiles("resumption", r.Redis))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
 )
@@ -109,7 +110,8 @@ type Resumption struct {
 	// Mode is tickets (default), redis, memcached, sticky or off.
 	Mode string `yaml:"mode"`
 	// SessionLifetime bounds how long a session resumes.
-	// Default resumption.DefaultLifetime; at most resumption.MaxLifetime.
+	// Default resumption.DefaultSessionLifetime; at most
+	// resumption.MaxLifetime (see resumption.CheckSessionLifetime).
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
 	// TicketKeys configures the ticket key ring for mode tickets.
 	TicketKeys TicketKeys `yaml:"ticket_keys"`
@@ -132,7 +134,7 @@ const DefaultSessionIDHeader = "X-TLS-Session-ID"
 // Store tunes the stateful modes.
 type Store struct {
 	// Timeout bounds each call to the shared store, and so what a slow
-	// store adds to a handshake. Default 25ms.
+	// store adds to a handshake. Default stateful.DefaultTimeout (25ms).
 	Timeout time.Duration `yaml:"timeout"`
 	// SingleUse deletes a session when it resumes, so each ticket works
 	// once. Browsers that open parallel connections with one ticket then
@@ -255,12 +257,12 @@ func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.Listen != "" {
-		if err := checkHostPort(c.Listen); err != nil {
+		if err := checkListenAddr(c.Listen); err != nil {
 			add("listen: %q: %v", c.Listen, err)
 		}
 	}
 	if c.Admin != nil && *c.Admin != "" {
-		if err := checkHostPort(*c.Admin); err != nil {
+		if err := checkListenAddr(*c.Admin); err != nil {
 			add("admin: %q: %v", *c.Admin, err)
 		}
 	}
@@ -327,8 +329,8 @@ func (r *Resumption) validate() []error {
 	default:
 		add("resumption.mode: %q: must be tickets, redis, memcached, sticky or off", r.Mode)
 	}
-	if r.SessionLifetime < 0 || r.SessionLifetime > resumption.MaxLifetime {
-		add("resumption.session_lifetime: %q: must be between 0 and %s (TLS 1.3 allows at most 7 days)", r.SessionLifetime, resumption.MaxLifetime)
+	if err := resumption.CheckSessionLifetime(r.SessionLifetime); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, r.validateStore()...)
 	k := r.TicketKeys
@@ -350,13 +352,10 @@ func (r *Resumption) validate() []error {
 			}
 		}
 	case "redis":
-		if len(k.Redis.Addrs) == 0 {
-			add("resumption.ticket_keys.redis.addrs: required when source is redis")
-		}
-		for i, a := range k.Redis.Addrs {
-			if err := checkHostPort(a); err != nil {
-				add("resumption.ticket_keys.redis.addrs[%d]: %q: %v", i, a, err)
-			}
+		// The store client's own check (addresses, password): its errors
+		// name redis.<field>.
+		if err := k.Redis.StoreConfig().Validate(); err != nil {
+			add("resumption.ticket_keys.%w", err)
 		}
 		if k.Redis.KEKFile == "" {
 			add("resumption.ticket_keys.redis.kek_file: required: Redis must never hold a raw ticket key")
@@ -367,9 +366,15 @@ func (r *Resumption) validate() []error {
 	return errs
 }
 
-// checkHostPort accepts host:port with a numeric port; the host may be
-// empty (all interfaces).
-func checkHostPort(s string) error {
+// StoreConfig is the Redis client configuration of the key source.
+func (k RedisKeys) StoreConfig() redisstore.Config {
+	return redisstore.Config{Addrs: k.Addrs, MasterName: k.MasterName, PasswordFile: k.PasswordFile}
+}
+
+// checkListenAddr accepts an address to listen on: host:port with a numeric
+// port. Unlike the address of a server to reach (sessioncache.CheckAddr),
+// the host may be empty (all interfaces) and the port 0 (any free port).
+func checkListenAddr(s string) error {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return errors.New("must be host:port")
@@ -385,20 +390,16 @@ func (r *Resumption) validateStore() []error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	st := r.Store
-	if st.Timeout < 0 {
-		add("resumption.store.timeout: must not be negative, got %q", st.Timeout)
+	// The stateful backend owns the timeout and breaker checks.
+	sc := stateful.Config{Timeout: st.Timeout, Breaker: stateful.BreakerConfig{Failures: st.Breaker.Failures, Cooldown: st.Breaker.Cooldown}}
+	if err := sc.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if st.LocalCache.MaxEntries < 0 {
 		add("resumption.store.local_cache.max_entries: must not be negative, got %d", st.LocalCache.MaxEntries)
 	}
 	if st.LocalCache.MaxBytes < 0 {
 		add("resumption.store.local_cache.max_bytes: must not be negative, got %d", st.LocalCache.MaxBytes)
-	}
-	if st.Breaker.Failures < 0 {
-		add("resumption.store.breaker.failures: must not be negative, got %d", st.Breaker.Failures)
-	}
-	if st.Breaker.Cooldown < 0 {
-		add("resumption.store.breaker.cooldown: must not be negative, got %q", st.Breaker.Cooldown)
 	}
 	if h := r.SessionIDHeader; h != nil && *h != "" && !validHeaderName(*h) {
 		add("resumption.session_id_header: %q: not a valid header name", *h)

@@ -13,6 +13,7 @@ routes:
 `
 
 func TestParseGood(t *testing.T) {
+	t.Parallel()
 	c, err := Parse(strings.NewReader(`
 listen: 127.0.0.1:8443
 admin: ""
@@ -42,6 +43,7 @@ routes:
 }
 
 func TestParseBad(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, yaml, want string
 	}{
@@ -65,6 +67,11 @@ func TestParseBad(t *testing.T) {
 		{"unknown key source", "resumption: {ticket_keys: {source: vault}}\n" + goodRoute, `resumption.ticket_keys.source: "vault"`},
 		{"redis keys without kek", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"127.0.0.1:6379\"]}}}\n" + goodRoute, "resumption.ticket_keys.redis.kek_file: required"},
 		{"redis keys bad addr", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"redis\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: "redis"`},
+		// Store addresses get the one store address check, sessioncache.CheckAddr:
+		// a host, and a port that is not 0.
+		{"redis keys port 0", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\"127.0.0.1:0\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: "127.0.0.1:0": port must be a number in 1..65535`},
+		{"redis keys no host", "resumption: {ticket_keys: {source: redis, redis: {addrs: [\":6379\"], kek_file: k}}}\n" + goodRoute, `resumption.ticket_keys.redis.addrs[0]: ":6379": host is empty`},
+		{"negative store timeout", "resumption: {store: {timeout: -1s}}\n" + goodRoute, `resumption.store.timeout: must not be negative, got "-1s"`},
 		{"negative rotation", "resumption: {ticket_keys: {rotate_every: -1h}}\n" + goodRoute, `resumption.ticket_keys.rotate_every: must be positive, got "-1h0m0s"`},
 		{"negative limit", "limits: {max_connections_per_ip: -5}\n" + goodRoute, "limits.max_connections_per_ip: must not be negative, got -5"},
 	}
@@ -82,6 +89,7 @@ func TestParseBad(t *testing.T) {
 }
 
 func TestLoadNamesTheFile(t *testing.T) {
+	t.Parallel()
 	p := filepath.Join(t.TempDir(), "edgeproxy.yaml")
 	if err := os.WriteFile(p, []byte("routes: []\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -93,6 +101,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 }
 
 func TestExampleConfigsAreValid(t *testing.T) {
+	t.Parallel()
 	files, _ := filepath.Glob("../../configs/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no example configs found in configs/")

@@ -16,6 +16,7 @@ import (
 var epoch = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	clk := storetest.NewClock(epoch)
 	storetest.Run(t, func(t *testing.T) sessioncache.Store {
 		s, err := lru.New(lru.Config{Now: clk.Now})
@@ -27,10 +28,12 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceZeroStore(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) sessioncache.Store { return new(lru.Store) })
 }
 
 func TestConformanceTinyStore(t *testing.T) {
+	t.Parallel()
 	// Bounds large enough for every value the suite stores at once, small
 	// enough that eviction runs throughout (the 16 KiB value alone evicts).
 	clk := storetest.NewClock(epoch)
@@ -44,6 +47,7 @@ func TestConformanceTinyStore(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		cfg  lru.Config
@@ -108,6 +112,7 @@ func present(t *testing.T, s *lru.Store, keys ...string) []string {
 }
 
 func TestEvictByEntries(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, lru.Config{MaxEntries: 3})
 	put(t, s, "a", "1")
 	put(t, s, "b", "2")
@@ -125,6 +130,7 @@ func TestEvictByEntries(t *testing.T) {
 }
 
 func TestEvictByBytes(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, lru.Config{MaxBytes: 10})
 	put(t, s, "a", "1234") // 5 bytes
 	put(t, s, "b", "1234") // 10 bytes
@@ -146,6 +152,7 @@ func TestEvictByBytes(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, lru.Config{MaxBytes: 10})
 	put(t, s, "a", "old")
 	put(t, s, "b", "keep")
@@ -163,6 +170,7 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestExpiredEntryIsRemoved(t *testing.T) {
+	t.Parallel()
 	clk := storetest.NewClock(epoch)
 	s := newStore(t, lru.Config{Now: clk.Now})
 	if err := s.Put(t.Context(), "k", []byte("v"), time.Second); err != nil {
@@ -181,6 +189,7 @@ func TestExpiredEntryIsRemoved(t *testing.T) {
 }
 
 func TestDeleteAccounting(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, lru.Config{})
 	put(t, s, "a", "12")
 	put(t, s, "b", "345")
@@ -196,6 +205,7 @@ func TestDeleteAccounting(t *testing.T) {
 // returns, a miss nothing, and a Put at capacity only its copy of the value
 // (the evicted entry is recycled).
 func TestAllocs(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun refuses to run in a parallel test.
 	if testing.Short() {
 		t.Skip("allocation counts are checked in full runs")
 	}

@@ -140,14 +140,15 @@ type Store struct {
 
 // New builds a Store from cfg. It validates cfg and resolves the server
 // names (gomemcache's own New ignores that error), but does not connect:
-// call Ping to check that the servers are reachable.
+// call Ping to check that the servers are reachable. Its errors start with
+// the field at fault (memcached.servers: ...).
 func New(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("sessioncache/memcache: %w", err)
+		return nil, err
 	}
 	servers := new(gomemcache.ServerList)
 	if err := servers.SetServers(cfg.Servers...); err != nil {
-		return nil, fmt.Errorf("sessioncache/memcache: resolving memcached.servers: %w", err)
+		return nil, fmt.Errorf("memcached.servers: resolving: %w", err)
 	}
 	s := &Store{
 		servers: servers,

@@ -61,6 +61,7 @@ func remainingTTL(addr, key string) (time.Duration, error) {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Memcached(t)
 	storetest.Run(t, func(t *testing.T) sessioncache.Store {
 		// A generous Timeout: this suite checks behaviour, not latency, and
@@ -77,6 +78,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceTwoServers(t *testing.T) {
+	t.Parallel()
 	a, b := testserver.Memcached(t), testserver.Memcached(t)
 	storetest.Run(t, func(t *testing.T) sessioncache.Store {
 		return newStore(t, Config{Servers: []string{a.Addr, b.Addr}, Timeout: 5 * time.Second, MaxIdleConns: 2})
@@ -84,6 +86,7 @@ func TestConformanceTwoServers(t *testing.T) {
 }
 
 func TestExpiration(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	tests := []struct {
 		ttl  time.Duration
@@ -119,6 +122,7 @@ func TestExpiration(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	one := []string{"127.0.0.1:11211"}
 	tests := []struct {
 		name string
@@ -151,14 +155,16 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewResolves(t *testing.T) {
+	t.Parallel()
 	// gomemcache.New would swallow this error until the first call.
 	_, err := New(Config{Servers: []string{"127.0.0.1:11211", "host.invalid:11211"}})
-	if err == nil || !strings.Contains(err.Error(), "sessioncache/memcache: resolving memcached.servers: ") {
+	if err == nil || !strings.Contains(err.Error(), "memcached.servers: resolving: ") {
 		t.Fatalf("New(unresolvable server) = %v, want a resolution error", err)
 	}
 }
 
 func TestKeyPrefix(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Memcached(t)
 	s := newStore(t, Config{Servers: []string{srv.Addr}, KeyPrefix: "fleet-a/"})
 	ctx := t.Context()
@@ -178,6 +184,7 @@ func TestKeyPrefix(t *testing.T) {
 // MaxIdleConns idle clients, and that Close empties the pool and fails
 // later calls.
 func TestPool(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Memcached(t)
 	s := newStore(t, Config{Servers: []string{srv.Addr}, MaxIdleConns: 3, Timeout: 5 * time.Second})
 	ctx := t.Context()
@@ -247,6 +254,8 @@ func eventually(t *testing.T, what string, op func() error) {
 }
 
 func TestServerStopped(t *testing.T) {
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Memcached(t)
 	s := newStore(t, Config{Servers: []string{srv.Addr}, Timeout: 500 * time.Millisecond})
 	ctx := t.Context()
@@ -281,6 +290,7 @@ func TestServerStopped(t *testing.T) {
 }
 
 func TestServerPaused(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Memcached(t)
 	s := newStore(t, Config{Servers: []string{srv.Addr}, Timeout: 300 * time.Millisecond})
 	ctx := t.Context()

@@ -12,6 +12,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -194,23 +195,23 @@ type Store struct {
 
 // New builds a Store from cfg. It validates cfg, reads the password from its
 // file or environment variable and the CA file, and builds the client, but
-// does not connect: call Ping to check that the server is reachable.
+// does not connect: call Ping to check that the server is reachable. Its
+// errors start with the field at fault (redis.password_file: ...), so a
+// caller that knows where the Config sits in a file prefixes only that
+// path.
 func New(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("sessioncache/redis: %w", err)
+		return nil, err
 	}
 	password, err := cfg.password()
 	if err != nil {
-		return nil, fmt.Errorf("sessioncache/redis: %w", err)
+		return nil, err
 	}
 	tlsConfig, err := cfg.tlsConfig()
 	if err != nil {
-		return nil, fmt.Errorf("sessioncache/redis: %w", err)
+		return nil, err
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := cmp.Or(cfg.Timeout, DefaultTimeout)
 	client := goredis.NewUniversalClient(&goredis.UniversalOptions{
 		Addrs:      cfg.Addrs,
 		MasterName: cfg.MasterName,
@@ -257,12 +258,12 @@ func (c Config) password() (string, error) {
 func readSecretFile(field, name string) (string, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", field, err)
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", field, err)
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%s: %q is not a regular file", field, name)
@@ -272,7 +273,7 @@ func readSecretFile(field, name string) (string, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", field, err)
+		return "", fmt.Errorf("%s: reading %q: %w", field, name, err)
 	}
 	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
 	if pw == "" {
@@ -294,7 +295,7 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 	if c.TLSCAFile != "" {
 		pem, err := os.ReadFile(c.TLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("reading redis.tls_ca_file: %w", err)
+			return nil, fmt.Errorf("redis.tls_ca_file: %w", err)
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {

@@ -40,6 +40,7 @@ func newStore(t testing.TB, cfg redis.Config) *redis.Store {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	storetest.Run(t, func(t *testing.T) sessioncache.Store {
 		// A generous Timeout: this suite checks behaviour, not latency, and
@@ -53,6 +54,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestKeyPrefix(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "fleet-a/"})
 	ctx := t.Context()
@@ -71,6 +73,7 @@ func TestKeyPrefix(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	one := []string{"127.0.0.1:6379"}
 	tests := []struct {
 		name string
@@ -119,6 +122,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name, content string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
@@ -136,8 +140,8 @@ func TestNewErrors(t *testing.T) {
 		cfg  redis.Config
 		want string // a substring of the error
 	}{
-		{"invalid", redis.Config{}, "sessioncache/redis: redis.addrs: at least one address is required"},
-		{"pw_file_missing", redis.Config{Addrs: one, PasswordFile: filepath.Join(dir, "nope")}, "reading redis.password_file: open"},
+		{"invalid", redis.Config{}, "redis.addrs: at least one address is required"},
+		{"pw_file_missing", redis.Config{Addrs: one, PasswordFile: filepath.Join(dir, "nope")}, "redis.password_file: open"},
 		{"pw_file_group_readable", redis.Config{Addrs: one, PasswordFile: write("pw640", "secret\n", 0o640)},
 			"has mode 0640: group and others must have no access (chmod 600 "},
 		{"pw_file_world_readable", redis.Config{Addrs: one, PasswordFile: write("pw604", "secret\n", 0o604)}, "has mode 0604"},
@@ -145,7 +149,7 @@ func TestNewErrors(t *testing.T) {
 		{"pw_file_dir", redis.Config{Addrs: one, PasswordFile: dir}, "is not a regular file"},
 		{"pw_env_unset", redis.Config{Addrs: one, PasswordEnv: "EDGEPROXY_TEST_UNSET_VAR"},
 			`redis.password_env: environment variable "EDGEPROXY_TEST_UNSET_VAR" is unset or empty`},
-		{"ca_missing", redis.Config{Addrs: one, TLS: true, TLSCAFile: filepath.Join(dir, "nope.pem")}, "reading redis.tls_ca_file: open"},
+		{"ca_missing", redis.Config{Addrs: one, TLS: true, TLSCAFile: filepath.Join(dir, "nope.pem")}, "redis.tls_ca_file: open"},
 		{"ca_not_pem", redis.Config{Addrs: one, TLS: true, TLSCAFile: write("ca.pem", "not a certificate", 0o644)}, "holds no PEM certificate"},
 	}
 	for _, tt := range tests {
@@ -175,6 +179,7 @@ func TestNewErrors(t *testing.T) {
 // TestAuth checks every password source against a server that requires one,
 // set up on the fly with CONFIG SET and ACL SETUSER.
 func TestAuth(t *testing.T) {
+	// Not parallel: it uses t.Setenv.
 	srv := testserver.Redis(t)
 	ctx := t.Context()
 	admin := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 5 * time.Second})
@@ -314,6 +319,7 @@ func startTLSRedis(t *testing.T) (addr, caFile string) {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	addr, caFile := startTLSRedis(t)
 	addrs := []string{addr}
 	tests := []struct {
@@ -383,6 +389,8 @@ func eventually(t *testing.T, what string, op func() error) {
 }
 
 func TestServerStopped(t *testing.T) {
+	// Not parallel: it stops its server, whose port a parallel test's new
+	// server could then take.
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 500 * time.Millisecond, PoolSize: 4})
 	ctx := t.Context()
@@ -412,6 +420,7 @@ func TestServerStopped(t *testing.T) {
 }
 
 func TestServerPaused(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s := newStore(t, redis.Config{Addrs: []string{srv.Addr}, Timeout: 300 * time.Millisecond})
 	ctx := t.Context()
@@ -456,6 +465,7 @@ func TestServerPaused(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Redis(t)
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}})
 	if err != nil {

@@ -17,6 +17,7 @@ var epoch = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 // TestRecorderConformance runs the suite through a Recorder: wrapping a
 // store must not change its behaviour.
 func TestRecorderConformance(t *testing.T) {
+	t.Parallel()
 	clk := storetest.NewClock(epoch)
 	var recorders []*storetest.Recorder
 	storetest.Run(t, func(t *testing.T) sessioncache.Store {
@@ -38,6 +39,7 @@ func TestRecorderConformance(t *testing.T) {
 }
 
 func TestRecorder(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	inner, err := lru.New(lru.Config{})
 	if err != nil {
@@ -70,6 +72,7 @@ func TestRecorder(t *testing.T) {
 }
 
 func TestRecorderFault(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	inner, err := lru.New(lru.Config{})
 	if err != nil {
@@ -99,6 +102,7 @@ func TestRecorderFault(t *testing.T) {
 }
 
 func TestClock(t *testing.T) {
+	t.Parallel()
 	c := storetest.NewClock(epoch)
 	c.Advance(90 * time.Second)
 	if got, want := c.Now(), epoch.Add(90*time.Second); !got.Equal(want) {

@@ -1,4 +1,4 @@
-package resumption
+package stateful
 
 import (
 	"bytes"
@@ -18,48 +18,50 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/internal/tlstest"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
 	"github.com/edgeproxy/edgeproxy/sessioncache/storetest"
 )
 
-var _ = &tls.Config{WrapSession: (&Stateful{}).WrapSession}
-var _ = &tls.Config{UnwrapSession: (&Stateful{}).UnwrapSession}
+var _ = &tls.Config{WrapSession: (&Backend{}).WrapSession}
+var _ = &tls.Config{UnwrapSession: (&Backend{}).UnwrapSession}
 
-var _ SessionIDer = (*Stateful)(nil)
+var _ resumption.SessionIDer = (*Backend)(nil)
 
-// statefulNode is one proxy node: its own Stateful with its own local LRU,
+// node is one proxy node: its own Backend with its own local LRU,
 // behind its own Layer, in its own tls.Config, with its own registry.
-type statefulNode struct {
-	s     *Stateful
+type node struct {
+	s     *Backend
 	local *lru.Store
 	tls   *tls.Config
 	reg   *prometheus.Registry
 }
 
-// newStatefulNode builds a node on cfg (Local, Metrics and, if unset, Now
+// newNode builds a node on cfg (Local, Metrics and, if unset, Now
 // are filled in) for one TLS version, wired through resumption.New.
-func newStatefulNode(tb testing.TB, cfg StatefulConfig, version uint16) *statefulNode {
+func newNode(tb testing.TB, cfg Config, version uint16) *node {
 	tb.Helper()
-	n := &statefulNode{reg: prometheus.NewRegistry()}
+	n := &node{reg: prometheus.NewRegistry()}
 	var err error
 	n.local, err = lru.New(lru.Config{Now: cfg.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cfg.Local = n.local
-	cfg.Metrics = NewStatefulMetrics(n.reg)
-	n.s, err = NewStateful(cfg)
+	cfg.Metrics = mustMetrics(tb, n.reg)
+	n.s, err = New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { n.s.Close() })
-	layer, err := New(Config{Mode: n.s.mode, Backend: n.s, Metrics: NewMetrics(n.reg), Now: cfg.Now, Lifetime: cfg.Lifetime})
+	layer, err := resumption.New(resumption.Config{Mode: n.s.mode, Backend: n.s, Metrics: mustLayerMetrics(tb, n.reg), Now: cfg.Now, Lifetime: cfg.Lifetime})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	n.tls = &tls.Config{
-		Certificates: []tls.Certificate{ticketTestCert(tb)},
+		Certificates: []tls.Certificate{tlstest.Cert(tb)},
 		MinVersion:   version,
 		MaxVersion:   version,
 	}
@@ -69,12 +71,12 @@ func newStatefulNode(tb testing.TB, cfg StatefulConfig, version uint16) *statefu
 
 // metric returns the sum of the series of name whose labels include labels
 // (name, value pairs): 0 if there is none. A histogram counts its samples.
-func (n *statefulNode) metric(tb testing.TB, name string, labels ...string) float64 {
+func (n *node) metric(tb testing.TB, name string, labels ...string) float64 {
 	tb.Helper()
-	return statefulMetric(tb, n.reg, name, labels...)
+	return metricValue(tb, n.reg, name, labels...)
 }
 
-func statefulMetric(tb testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+func metricValue(tb testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	tb.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -88,7 +90,7 @@ func statefulMetric(tb testing.TB, g prometheus.Gatherer, name string, labels ..
 	series:
 		for _, m := range mf.GetMetric() {
 			for i := 0; i+1 < len(labels); i += 2 {
-				if !statefulHasLabel(m, labels[i], labels[i+1]) {
+				if !hasLabel(m, labels[i], labels[i+1]) {
 					continue series
 				}
 			}
@@ -105,7 +107,7 @@ func statefulMetric(tb testing.TB, g prometheus.Gatherer, name string, labels ..
 	return sum
 }
 
-func statefulHasLabel(m *dto.Metric, name, value string) bool {
+func hasLabel(m *dto.Metric, name, value string) bool {
 	for _, l := range m.GetLabel() {
 		if l.GetName() == name {
 			return l.GetValue() == value
@@ -114,18 +116,18 @@ func statefulHasLabel(m *dto.Metric, name, value string) bool {
 	return false
 }
 
-// statefulFaults is a Recorder fault switch: while failing is set, every
+// faults is a Recorder fault switch: while failing is set, every
 // call fails with err (or context.DeadlineExceeded).
-type statefulFaults struct {
+type faults struct {
 	failing atomic.Bool
 	err     error
 	// hook, if set, runs before each call, for tests that hold a call.
 	hook atomic.Pointer[func(storetest.Op)]
 }
 
-var errStatefulTestDown = errors.New("test store down")
+var errTestDown = errors.New("test store down")
 
-func (f *statefulFaults) fault(op storetest.Op, _ string) error {
+func (f *faults) fault(op storetest.Op, _ string) error {
 	if h := f.hook.Load(); h != nil {
 		(*h)(op)
 	}
@@ -133,48 +135,48 @@ func (f *statefulFaults) fault(op storetest.Op, _ string) error {
 		if f.err != nil {
 			return f.err
 		}
-		return errStatefulTestDown
+		return errTestDown
 	}
 	return nil
 }
 
-// newFaultyStateful returns a shared-mode Stateful on an in-process store
+// newFaulty returns a shared-mode Backend on an in-process store
 // behind a Recorder with faults, with a fake clock.
-func newFaultyStateful(tb testing.TB, cfg StatefulConfig) (*Stateful, *storetest.Recorder, *statefulFaults, *storetest.Clock, *prometheus.Registry) {
+func newFaulty(tb testing.TB, cfg Config) (*Backend, *storetest.Recorder, *faults, *storetest.Clock, *prometheus.Registry) {
 	tb.Helper()
 	clk := storetest.NewClock(time.Unix(1_700_000_000, 0))
 	backing, err := lru.New(lru.Config{Now: clk.Now})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	faults := &statefulFaults{}
+	faults := &faults{}
 	rec := storetest.NewRecorder(backing)
 	rec.Fault = faults.fault
 	reg := prometheus.NewRegistry()
-	cfg.Store, cfg.Now, cfg.Metrics = rec, clk.Now, NewStatefulMetrics(reg)
+	cfg.Store, cfg.Now, cfg.Metrics = rec, clk.Now, mustMetrics(tb, reg)
 	if cfg.Mode == "" {
-		cfg.Mode = ModeRedis
+		cfg.Mode = resumption.ModeRedis
 	}
-	s, err := NewStateful(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return s, rec, faults, clk, reg
 }
 
-func statefulMustWrap(tb testing.TB, s *Stateful, ss *tls.SessionState) []byte {
+func mustWrap(tb testing.TB, s *Backend, ss *tls.SessionState) []byte {
 	tb.Helper()
 	h, err := s.WrapSession(tls.ConnectionState{}, ss)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if len(h) != statefulHandleLen {
-		tb.Fatalf("handle of %d bytes; want %d", len(h), statefulHandleLen)
+	if len(h) != handleLen {
+		tb.Fatalf("handle of %d bytes; want %d", len(h), handleLen)
 	}
 	return h
 }
 
-func statefulMustResume(tb testing.TB, s *Stateful, h []byte) {
+func mustResume(tb testing.TB, s *Backend, h []byte) {
 	tb.Helper()
 	ss, err := s.UnwrapSession(h, tls.ConnectionState{})
 	if err != nil || ss == nil {
@@ -182,42 +184,43 @@ func statefulMustResume(tb testing.TB, s *Stateful, h []byte) {
 	}
 }
 
-// statefulStoreErr reports whether err is a store error, as the Layer sees
-// it: neither ErrMiss nor ErrBad.
-func statefulStoreErr(err error) bool {
-	return err != nil && !errors.Is(err, ErrMiss) && !errors.Is(err, ErrBad)
+// isStoreErr reports whether err is a store error, as the Layer sees
+// it: neither resumption.ErrMiss nor resumption.ErrBad.
+func isStoreErr(err error) bool {
+	return err != nil && !errors.Is(err, resumption.ErrMiss) && !errors.Is(err, resumption.ErrBad)
 }
 
-func TestStatefulConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	store := storetest.NewRecorder(nil)
 	tests := []struct {
 		name    string
-		cfg     StatefulConfig
+		cfg     Config
 		wantErr string
 	}{
-		{"zero is sticky", StatefulConfig{}, ""},
-		{"redis", StatefulConfig{Mode: ModeRedis, Store: store}, ""},
-		{"shared without mode", StatefulConfig{Store: store}, ""},
-		{"all set", StatefulConfig{Mode: ModeMemcached, Store: store, Prefix: "fleet-a/", Lifetime: time.Hour,
-			Timeout: time.Millisecond, Breaker: StatefulBreakerConfig{Failures: 1, Cooldown: time.Second}}, ""},
-		{"sticky with store", StatefulConfig{Mode: ModeSticky, Store: store}, "resumption.mode: sticky"},
-		{"redis without store", StatefulConfig{Mode: ModeRedis}, `resumption.mode: "redis" needs a shared store`},
-		{"tickets", StatefulConfig{Mode: ModeTickets}, `resumption.mode: "tickets"`},
-		{"prefix with space", StatefulConfig{Prefix: "a b"}, `resumption.store.prefix: "a b"`},
-		{"prefix too long", StatefulConfig{Prefix: strings.Repeat("p", 220)}, "resumption.store.prefix"},
-		{"negative lifetime", StatefulConfig{Lifetime: -time.Second}, `resumption.session_lifetime: "-1s"`},
-		{"lifetime too long", StatefulConfig{Lifetime: MaxLifetime + 1}, "resumption.session_lifetime"},
-		{"negative timeout", StatefulConfig{Timeout: -time.Millisecond}, `resumption.store.timeout: must not be negative, got "-1ms"`},
-		{"negative failures", StatefulConfig{Breaker: StatefulBreakerConfig{Failures: -1}}, "resumption.store.breaker.failures"},
-		{"negative cooldown", StatefulConfig{Breaker: StatefulBreakerConfig{Cooldown: -1}}, "resumption.store.breaker.cooldown"},
+		{"zero is sticky", Config{}, ""},
+		{"redis", Config{Mode: resumption.ModeRedis, Store: store}, ""},
+		{"shared without mode", Config{Store: store}, ""},
+		{"all set", Config{Mode: resumption.ModeMemcached, Store: store, Prefix: "fleet-a/", Lifetime: time.Hour,
+			Timeout: time.Millisecond, Breaker: BreakerConfig{Failures: 1, Cooldown: time.Second}}, ""},
+		{"sticky with store", Config{Mode: resumption.ModeSticky, Store: store}, "resumption.mode: sticky"},
+		{"redis without store", Config{Mode: resumption.ModeRedis}, `resumption.mode: "redis" needs a shared store`},
+		{"tickets", Config{Mode: resumption.ModeTickets}, `resumption.mode: "tickets"`},
+		{"prefix with space", Config{Prefix: "a b"}, `resumption.store.prefix: "a b"`},
+		{"prefix too long", Config{Prefix: strings.Repeat("p", 220)}, "resumption.store.prefix"},
+		{"negative lifetime", Config{Lifetime: -time.Second}, `resumption.session_lifetime: "-1s"`},
+		{"lifetime too long", Config{Lifetime: resumption.MaxLifetime + 1}, "resumption.session_lifetime"},
+		{"negative timeout", Config{Timeout: -time.Millisecond}, `resumption.store.timeout: must not be negative, got "-1ms"`},
+		{"negative failures", Config{Breaker: BreakerConfig{Failures: -1}}, "resumption.store.breaker.failures"},
+		{"negative cooldown", Config{Breaker: BreakerConfig{Cooldown: -1}}, "resumption.store.breaker.cooldown"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
-			s, nerr := NewStateful(tt.cfg)
+			s, nerr := New(tt.cfg)
 			if tt.wantErr == "" {
 				if err != nil || nerr != nil || s == nil {
-					t.Fatalf("Validate = %v, NewStateful = %v; want success", err, nerr)
+					t.Fatalf("Validate = %v, New = %v; want success", err, nerr)
 				}
 				return
 			}
@@ -225,32 +228,33 @@ func TestStatefulConfigValidate(t *testing.T) {
 				t.Fatalf("Validate = %v; want an error containing %q", err, tt.wantErr)
 			}
 			if nerr == nil || s != nil {
-				t.Fatalf("NewStateful = %v, %v; want the validation error", s, nerr)
+				t.Fatalf("New = %v, %v; want the validation error", s, nerr)
 			}
 		})
 	}
 }
 
-// TestStatefulFormat opens a stored value by the documented format with
+// TestFormat opens a stored value by the documented format with
 // crypto/aes and crypto/cipher directly, and checks that neither the store
 // nor the handle holds the state.
-func TestStatefulFormat(t *testing.T) {
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
-			s, rec, _, _, _ := newFaultyStateful(t, StatefulConfig{Prefix: "fleet/"})
-			ss := ticketTestSession(t, v.version)
+func TestFormat(t *testing.T) {
+	t.Parallel()
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
+			s, rec, _, _, _ := newFaulty(t, Config{Prefix: "fleet/"})
+			ss := tlstest.Session(t, v.Version)
 			state, err := ss.Bytes()
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := statefulMustWrap(t, s, ss)
+			h := mustWrap(t, s, ss)
 			puts := rec.Calls()
 			if len(puts) != 1 || puts[0].Op != storetest.OpPut {
 				t.Fatalf("store calls %+v; want one put", puts)
 			}
 			put := puts[0]
-			if put.TTL != DefaultLifetime {
-				t.Fatalf("put ttl %s; want the lifetime %s", put.TTL, DefaultLifetime)
+			if put.TTL != resumption.DefaultSessionLifetime {
+				t.Fatalf("put ttl %s; want the lifetime %s", put.TTL, resumption.DefaultSessionLifetime)
 			}
 			sid := s.SessionID(h)
 			if want := "fleet/edgeproxy/v1/sess/" + sid; put.Key != want {
@@ -263,7 +267,7 @@ func TestStatefulFormat(t *testing.T) {
 			if val[0] != 0x01 || len(val) != 1+12+len(state)+16 {
 				t.Fatalf("value of %d bytes, version %#x; want %d bytes, version 1", len(val), val[0], 1+12+len(state)+16)
 			}
-			secret := statefulSecret(t, state)
+			secret := testSecret(t, state)
 			for name, b := range map[string][]byte{"value": val, "handle": h} {
 				if bytes.Contains(b, state[len(state)/2:]) || bytes.Contains(b, secret) {
 					t.Fatalf("the %s holds the state or its secret in the clear", name)
@@ -291,9 +295,9 @@ func TestStatefulFormat(t *testing.T) {
 	}
 }
 
-// statefulSecret returns the secret field of SessionState.Bytes(): version
+// testSecret returns the secret field of SessionState.Bytes(): version
 // (2), type (1), cipher suite (2), created_at (8), then secret<1..255>.
-func statefulSecret(tb testing.TB, state []byte) []byte {
+func testSecret(tb testing.TB, state []byte) []byte {
 	tb.Helper()
 	if len(state) < 14 || len(state) < 14+int(state[13]) || state[13] < 16 {
 		tb.Fatalf("session state of %d bytes has no secret", len(state))
@@ -301,18 +305,19 @@ func statefulSecret(tb testing.TB, state []byte) []byte {
 	return state[14 : 14+int(state[13])]
 }
 
-func TestStatefulGarbage(t *testing.T) {
-	s, rec, _, _, _ := newFaultyStateful(t, StatefulConfig{})
-	sticky, err := NewStateful(StatefulConfig{})
+func TestGarbage(t *testing.T) {
+	t.Parallel()
+	s, rec, _, _, _ := newFaulty(t, Config{})
+	sticky, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := ticketTestSession(t, tls.VersionTLS13)
+	ss := tlstest.Session(t, tls.VersionTLS13)
 	for _, b := range []struct {
 		name string
-		s    *Stateful
+		s    *Backend
 	}{{"shared", s}, {"sticky", sticky}} {
-		h := statefulMustWrap(t, b.s, ss)
+		h := mustWrap(t, b.s, ss)
 		wrongK := append([]byte{}, h...)
 		wrongK[31] ^= 1
 		unknown := make([]byte, 32)
@@ -322,14 +327,14 @@ func TestStatefulGarbage(t *testing.T) {
 			identity []byte
 			want     error
 		}{
-			{"empty", nil, ErrMiss},
-			{"zero bytes", []byte{}, ErrMiss},
-			{"one byte", []byte{1}, ErrBad},
-			{"31 bytes", h[:31], ErrBad},
-			{"33 bytes", append(append([]byte{}, h...), 0), ErrBad},
-			{"a ticket", make([]byte, 200), ErrBad},
-			{"unknown id", unknown, ErrMiss},
-			{"right id wrong k", wrongK, ErrBad},
+			{"empty", nil, resumption.ErrMiss},
+			{"zero bytes", []byte{}, resumption.ErrMiss},
+			{"one byte", []byte{1}, resumption.ErrBad},
+			{"31 bytes", h[:31], resumption.ErrBad},
+			{"33 bytes", append(append([]byte{}, h...), 0), resumption.ErrBad},
+			{"a ticket", make([]byte, 200), resumption.ErrBad},
+			{"unknown id", unknown, resumption.ErrMiss},
+			{"right id wrong k", wrongK, resumption.ErrBad},
 		}
 		for _, tt := range tests {
 			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
@@ -339,11 +344,11 @@ func TestStatefulGarbage(t *testing.T) {
 				}
 			})
 		}
-		statefulMustResume(t, b.s, h) // still intact after the wrong k
+		mustResume(t, b.s, h) // still intact after the wrong k
 	}
 
-	// Values in the store that Stateful did not write.
-	h := statefulMustWrap(t, s, ss)
+	// Values in the store that Backend did not write.
+	h := mustWrap(t, s, ss)
 	key := s.storeKey(h[:16])
 	for _, tt := range []struct {
 		name string
@@ -359,24 +364,34 @@ func TestStatefulGarbage(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := s.UnwrapSession(h, tls.ConnectionState{})
-			if got != nil || !errors.Is(err, ErrBad) {
-				t.Fatalf("UnwrapSession = %v, %v; want ErrBad", got, err)
+			if got != nil || !errors.Is(err, resumption.ErrBad) {
+				t.Fatalf("UnwrapSession = %v, %v; want resumption.ErrBad", got, err)
 			}
 		})
 	}
 }
 
-func TestStatefulSessionIDAndRevoke(t *testing.T) {
-	s, rec, _, _, _ := newFaultyStateful(t, StatefulConfig{})
-	ss := ticketTestSession(t, tls.VersionTLS12)
-	h := statefulMustWrap(t, s, ss)
+func TestSessionIDAndRevoke(t *testing.T) {
+	t.Parallel()
+	s, rec, _, _, _ := newFaulty(t, Config{})
+	ss := tlstest.Session(t, tls.VersionTLS12)
+	h := mustWrap(t, s, ss)
 	id := s.SessionID(h)
-	other, err := NewStateful(StatefulConfig{})
+	other, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if other.SessionID(h) != id {
 		t.Fatal("SessionID depends on the node")
+	}
+	// The identifiers the Layer gets with a session, derived with its
+	// store key, are SessionID's.
+	h2, wid, err := s.WrapSessionID(tls.ConnectionState{}, ss)
+	if err != nil || wid != s.SessionID(h2) || wid == id {
+		t.Fatalf("WrapSessionID = %q, %v; want SessionID %q of a new handle", wid, err, s.SessionID(h2))
+	}
+	if _, uid, err := s.UnwrapSessionID(h2, tls.ConnectionState{}); err != nil || uid != wid {
+		t.Fatalf("UnwrapSessionID = %q, %v; want %q", uid, err, wid)
 	}
 	for _, bad := range [][]byte{nil, h[:31], append(append([]byte{}, h...), 0)} {
 		if got := s.SessionID(bad); got != "" {
@@ -392,37 +407,38 @@ func TestStatefulSessionIDAndRevoke(t *testing.T) {
 	if err := s.Revoke(context.Background(), strings.Repeat("ab", 16)); err != nil {
 		t.Fatalf("revoking an unknown session: %v", err)
 	}
-	statefulMustResume(t, s, h)
+	mustResume(t, s, h)
 	if err := s.Revoke(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !errors.Is(err, ErrMiss) {
-		t.Fatalf("after Revoke: %v; want ErrMiss", err)
+	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !errors.Is(err, resumption.ErrMiss) {
+		t.Fatalf("after Revoke: %v; want resumption.ErrMiss", err)
 	}
 	// Gone from the local cache too: degraded mode does not bring it back.
-	rec.Fault = func(storetest.Op, string) error { return errStatefulTestDown }
-	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !statefulStoreErr(err) {
+	rec.Fault = func(storetest.Op, string) error { return errTestDown }
+	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !isStoreErr(err) {
 		t.Fatalf("after Revoke, store down: %v; want a store error", err)
 	}
-	if err := s.Revoke(context.Background(), id); !errors.Is(err, errStatefulTestDown) {
+	if err := s.Revoke(context.Background(), id); !errors.Is(err, errTestDown) {
 		t.Fatalf("Revoke with the store down = %v; want its error", err)
 	}
 }
 
-// TestStatefulDegraded covers the failure paths a real server cannot produce
+// TestDegraded covers the failure paths a real server cannot produce
 // on demand: an error on one op only, a timeout classification.
-func TestStatefulDegraded(t *testing.T) {
-	ss := ticketTestSession(t, tls.VersionTLS13)
+func TestDegraded(t *testing.T) {
+	t.Parallel()
+	ss := tlstest.Session(t, tls.VersionTLS13)
 
 	t.Run("store error falls back to local", func(t *testing.T) {
-		s, _, f, _, reg := newFaultyStateful(t, StatefulConfig{})
-		h := statefulMustWrap(t, s, ss)
+		s, _, f, _, reg := newFaulty(t, Config{})
+		h := mustWrap(t, s, ss)
 		f.failing.Store(true)
-		statefulMustResume(t, s, h)
-		other := statefulMustWrap(t, s, ss) // put fails: local only
-		statefulMustResume(t, s, other)
+		mustResume(t, s, h)
+		other := mustWrap(t, s, ss) // put fails: local only
+		mustResume(t, s, other)
 		unknown := make([]byte, 32)
-		if _, err := s.UnwrapSession(unknown, tls.ConnectionState{}); !statefulStoreErr(err) || !errors.Is(err, errStatefulTestDown) {
+		if _, err := s.UnwrapSession(unknown, tls.ConnectionState{}); !isStoreErr(err) || !errors.Is(err, errTestDown) {
 			t.Fatalf("unknown handle, store down: %v; want the store error", err)
 		}
 		for _, c := range []struct {
@@ -432,75 +448,75 @@ func TestStatefulDegraded(t *testing.T) {
 			{"edgeproxy_session_local_fallback_total", "hit", 2},
 			{"edgeproxy_session_local_fallback_total", "miss", 1},
 		} {
-			if got := statefulMetric(t, reg, c.name, "mode", ModeRedis, "result", c.result); got != c.want {
+			if got := metricValue(t, reg, c.name, "mode", resumption.ModeRedis, "result", c.result); got != c.want {
 				t.Errorf("%s{result=%s} = %v; want %v", c.name, c.result, got, c.want)
 			}
 		}
-		if got := statefulMetric(t, reg, "edgeproxy_session_store_calls_total", "op", "get", "result", "error"); got != 3 {
+		if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "op", "get", "result", "error"); got != 3 {
 			t.Errorf("get errors = %v; want 3", got)
 		}
 	})
 
 	t.Run("put failure is not a wrap failure", func(t *testing.T) {
-		s, rec, _, _, reg := newFaultyStateful(t, StatefulConfig{})
+		s, rec, _, _, reg := newFaulty(t, Config{})
 		rec.Fault = func(op storetest.Op, _ string) error {
 			if op == storetest.OpPut {
 				return context.DeadlineExceeded
 			}
 			return nil
 		}
-		h := statefulMustWrap(t, s, ss)
+		h := mustWrap(t, s, ss)
 		// The store answers (a miss) but never had it: the local-only
 		// copy resumes on this node.
-		statefulMustResume(t, s, h)
-		if got := statefulMetric(t, reg, "edgeproxy_session_local_fallback_total", "result", "local_only"); got != 1 {
+		mustResume(t, s, h)
+		if got := metricValue(t, reg, "edgeproxy_session_local_fallback_total", "result", "local_only"); got != 1 {
 			t.Errorf("local_only fallbacks = %v; want 1", got)
 		}
-		if got := statefulMetric(t, reg, "edgeproxy_session_store_calls_total", "op", "put", "result", "timeout"); got != 1 {
+		if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "op", "put", "result", "timeout"); got != 1 {
 			t.Errorf("put timeouts = %v; want 1", got)
 		}
 	})
 
 	t.Run("store miss drops a stored local copy", func(t *testing.T) {
-		s, rec, f, _, _ := newFaultyStateful(t, StatefulConfig{})
-		h := statefulMustWrap(t, s, ss)
+		s, rec, f, _, _ := newFaulty(t, Config{})
+		h := mustWrap(t, s, ss)
 		if err := rec.Store.Delete(context.Background(), s.storeKey(h[:16])); err != nil {
 			t.Fatal(err) // as another node's Revoke or an expiry would
 		}
-		if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !errors.Is(err, ErrMiss) {
-			t.Fatalf("store miss: %v; want ErrMiss", err)
+		if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !errors.Is(err, resumption.ErrMiss) {
+			t.Fatalf("store miss: %v; want resumption.ErrMiss", err)
 		}
 		f.failing.Store(true)
-		if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !statefulStoreErr(err) {
+		if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !isStoreErr(err) {
 			t.Fatalf("store down after the miss: %v; want a store error (no local copy)", err)
 		}
 	})
 
 	t.Run("hung store times out", func(t *testing.T) {
 		clk := storetest.NewClock(time.Now())
-		hung := &statefulHungStore{}
+		hung := &hungStore{}
 		reg := prometheus.NewRegistry()
-		s, err := NewStateful(StatefulConfig{Mode: ModeMemcached, Store: hung, Timeout: time.Millisecond, Now: clk.Now, Metrics: NewStatefulMetrics(reg)})
+		s, err := New(Config{Mode: resumption.ModeMemcached, Store: hung, Timeout: time.Millisecond, Now: clk.Now, Metrics: mustMetrics(t, reg)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := statefulMustWrap(t, s, ss)
-		statefulMustResume(t, s, h)
+		h := mustWrap(t, s, ss)
+		mustResume(t, s, h)
 		if !hung.sawDeadline.Load() {
 			t.Fatal("store calls carry no deadline")
 		}
 		for _, op := range []string{"get", "put"} {
-			if got := statefulMetric(t, reg, "edgeproxy_session_store_calls_total", "mode", ModeMemcached, "op", op, "result", "timeout"); got != 1 {
+			if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "mode", resumption.ModeMemcached, "op", op, "result", "timeout"); got != 1 {
 				t.Errorf("%s timeouts = %v; want 1", op, got)
 			}
 		}
 	})
 }
 
-// statefulHungStore never answers: each call waits for its ctx.
-type statefulHungStore struct{ sawDeadline atomic.Bool }
+// hungStore never answers: each call waits for its ctx.
+type hungStore struct{ sawDeadline atomic.Bool }
 
-func (h *statefulHungStore) wait(ctx context.Context) error {
+func (h *hungStore) wait(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); ok {
 		h.sawDeadline.Store(true)
 	}
@@ -508,62 +524,63 @@ func (h *statefulHungStore) wait(ctx context.Context) error {
 	return fmt.Errorf("test store: %w", ctx.Err())
 }
 
-func (h *statefulHungStore) Get(ctx context.Context, _ string) ([]byte, error) {
+func (h *hungStore) Get(ctx context.Context, _ string) ([]byte, error) {
 	return nil, h.wait(ctx)
 }
-func (h *statefulHungStore) Put(ctx context.Context, _ string, _ []byte, _ time.Duration) error {
+func (h *hungStore) Put(ctx context.Context, _ string, _ []byte, _ time.Duration) error {
 	return h.wait(ctx)
 }
-func (h *statefulHungStore) Delete(ctx context.Context, _ string) error { return h.wait(ctx) }
+func (h *hungStore) Delete(ctx context.Context, _ string) error { return h.wait(ctx) }
 
-func TestStatefulBreaker(t *testing.T) {
+func TestBreaker(t *testing.T) {
+	t.Parallel()
 	const failures, cooldown = 3, 10 * time.Second
-	s, rec, f, clk, reg := newFaultyStateful(t, StatefulConfig{Breaker: StatefulBreakerConfig{Failures: failures, Cooldown: cooldown}})
-	ss := ticketTestSession(t, tls.VersionTLS12)
-	h := statefulMustWrap(t, s, ss)
+	s, rec, f, clk, reg := newFaulty(t, Config{Breaker: BreakerConfig{Failures: failures, Cooldown: cooldown}})
+	ss := tlstest.Session(t, tls.VersionTLS12)
+	h := mustWrap(t, s, ss)
 	gets := func() int { return rec.Count(storetest.OpGet) }
 	open := func() float64 {
-		return statefulMetric(t, reg, "edgeproxy_session_store_breaker_open", "mode", ModeRedis)
+		return metricValue(t, reg, "edgeproxy_session_store_breaker_open", "mode", resumption.ModeRedis)
 	}
 
 	// A miss is an answer, and a success resets the count.
 	f.failing.Store(true)
 	for range failures - 1 {
-		statefulMustResume(t, s, h)
+		mustResume(t, s, h)
 	}
 	f.failing.Store(false)
-	if _, err := s.UnwrapSession(make([]byte, 32), tls.ConnectionState{}); !errors.Is(err, ErrMiss) {
+	if _, err := s.UnwrapSession(make([]byte, 32), tls.ConnectionState{}); !errors.Is(err, resumption.ErrMiss) {
 		t.Fatal(err)
 	}
 	f.failing.Store(true)
 	for range failures - 1 {
-		statefulMustResume(t, s, h)
+		mustResume(t, s, h)
 	}
 	if open() != 0 {
 		t.Fatal("breaker open before failures consecutive failures")
 	}
 
 	// The next failure opens it: the store is skipped, local serves.
-	statefulMustResume(t, s, h)
+	mustResume(t, s, h)
 	if open() != 1 {
 		t.Fatal("breaker not open after failures consecutive failures")
 	}
 	before := gets()
-	statefulMustResume(t, s, h)
-	statefulMustWrap(t, s, ss)
+	mustResume(t, s, h)
+	mustWrap(t, s, ss)
 	clk.Advance(cooldown - time.Second)
-	statefulMustResume(t, s, h)
+	mustResume(t, s, h)
 	if gets() != before || rec.Count(storetest.OpPut) != 1 {
 		t.Fatalf("store called while the breaker is open: %d gets, %d puts", gets()-before, rec.Count(storetest.OpPut)-1)
 	}
-	if got := statefulMetric(t, reg, "edgeproxy_session_store_calls_total", "op", "get", "result", "skipped"); got != 2 {
+	if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "op", "get", "result", "skipped"); got != 2 {
 		t.Fatalf("skipped gets = %v; want 2", got)
 	}
 
 	// After the cooldown one probe goes through; it fails and reopens.
 	clk.Advance(time.Second)
-	statefulMustResume(t, s, h)
-	statefulMustResume(t, s, h)
+	mustResume(t, s, h)
+	mustResume(t, s, h)
 	if gets() != before+1 || open() != 1 {
 		t.Fatalf("after the cooldown: %d store gets (want 1), open = %v (want 1)", gets()-before, open())
 	}
@@ -571,24 +588,25 @@ func TestStatefulBreaker(t *testing.T) {
 	// The next probe succeeds and closes it; the store is the truth again.
 	clk.Advance(cooldown)
 	f.failing.Store(false)
-	statefulMustResume(t, s, h)
+	mustResume(t, s, h)
 	if open() != 0 {
 		t.Fatal("breaker still open after a successful probe")
 	}
-	statefulMustResume(t, s, h)
+	mustResume(t, s, h)
 	if gets() != before+3 {
 		t.Fatalf("%d store gets after closing; want 3", gets()-before)
 	}
 }
 
-// TestStatefulBreakerMergesProbes holds the half-open probe in the store and
+// TestBreakerMergesProbes holds the half-open probe in the store and
 // checks that concurrent handshakes do not call the store, nor wait for the
 // probe, but resume from the local cache.
-func TestStatefulBreakerMergesProbes(t *testing.T) {
-	s, rec, f, clk, _ := newFaultyStateful(t, StatefulConfig{Breaker: StatefulBreakerConfig{Failures: 1, Cooldown: time.Second}})
-	h := statefulMustWrap(t, s, ticketTestSession(t, tls.VersionTLS13))
+func TestBreakerMergesProbes(t *testing.T) {
+	t.Parallel()
+	s, rec, f, clk, _ := newFaulty(t, Config{Breaker: BreakerConfig{Failures: 1, Cooldown: time.Second}})
+	h := mustWrap(t, s, tlstest.Session(t, tls.VersionTLS13))
 	f.failing.Store(true)
-	statefulMustResume(t, s, h) // opens the breaker
+	mustResume(t, s, h) // opens the breaker
 	clk.Advance(time.Second)
 	f.failing.Store(false)
 
@@ -629,78 +647,81 @@ func TestStatefulBreakerMergesProbes(t *testing.T) {
 	}
 }
 
-func TestStatefulSingleUseDegraded(t *testing.T) {
-	s, _, f, _, _ := newFaultyStateful(t, StatefulConfig{SingleUse: true})
-	ss := ticketTestSession(t, tls.VersionTLS13)
-	h := statefulMustWrap(t, s, ss)
-	statefulMustResume(t, s, h)
-	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !errors.Is(err, ErrMiss) {
-		t.Fatalf("second use: %v; want ErrMiss", err)
+func TestSingleUseDegraded(t *testing.T) {
+	t.Parallel()
+	s, _, f, _, _ := newFaulty(t, Config{SingleUse: true})
+	ss := tlstest.Session(t, tls.VersionTLS13)
+	h := mustWrap(t, s, ss)
+	mustResume(t, s, h)
+	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !errors.Is(err, resumption.ErrMiss) {
+		t.Fatalf("second use: %v; want resumption.ErrMiss", err)
 	}
 	// Store down: single use still holds on this node.
-	h = statefulMustWrap(t, s, ss)
+	h = mustWrap(t, s, ss)
 	f.failing.Store(true)
-	statefulMustResume(t, s, h)
-	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !statefulStoreErr(err) {
+	mustResume(t, s, h)
+	if _, err := s.UnwrapSession(h, tls.ConnectionState{}); !isStoreErr(err) {
 		t.Fatalf("second use, store down: %v; want a store error with no local copy", err)
 	}
 }
 
-func TestStatefulMetricsNil(t *testing.T) {
-	s, err := NewStateful(StatefulConfig{})
+func TestMetricsNil(t *testing.T) {
+	t.Parallel()
+	s, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := statefulMustWrap(t, s, ticketTestSession(t, tls.VersionTLS12))
-	statefulMustResume(t, s, h)
+	h := mustWrap(t, s, tlstest.Session(t, tls.VersionTLS12))
+	mustResume(t, s, h)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestStatefulMetricsShared(t *testing.T) {
+func TestMetricsShared(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m := NewStatefulMetrics(reg)
-	var nodes []*Stateful
+	m := mustMetrics(t, reg)
+	var nodes []*Backend
 	for range 2 {
-		s, err := NewStateful(StatefulConfig{Metrics: m})
+		s, err := New(Config{Metrics: m})
 		if err != nil {
 			t.Fatal(err)
 		}
 		nodes = append(nodes, s)
 	}
-	ss := ticketTestSession(t, tls.VersionTLS12)
-	statefulMustWrap(t, nodes[0], ss)
-	statefulMustWrap(t, nodes[1], ss)
-	statefulMustWrap(t, nodes[1], ss)
-	if got := statefulMetric(t, reg, "edgeproxy_session_local_entries", "mode", ModeSticky); got != 3 {
+	ss := tlstest.Session(t, tls.VersionTLS12)
+	mustWrap(t, nodes[0], ss)
+	mustWrap(t, nodes[1], ss)
+	mustWrap(t, nodes[1], ss)
+	if got := metricValue(t, reg, "edgeproxy_session_local_entries", "mode", resumption.ModeSticky); got != 3 {
 		t.Fatalf("local entries = %v; want 3 over both backends", got)
 	}
-	if got := statefulMetric(t, reg, "edgeproxy_session_store_calls_total", "mode", ModeSticky, "op", "put", "result", "ok"); got != 3 {
+	if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "mode", resumption.ModeSticky, "op", "put", "result", "ok"); got != 3 {
 		t.Fatalf("sticky puts = %v; want 3", got)
 	}
 	nodes[1].Close()
 	nodes[1].Close()
-	if got := statefulMetric(t, reg, "edgeproxy_session_local_entries", "mode", ModeSticky); got != 1 {
+	if got := metricValue(t, reg, "edgeproxy_session_local_entries", "mode", resumption.ModeSticky); got != 1 {
 		t.Fatalf("local entries after Close = %v; want 1", got)
 	}
 }
 
-func ExampleStatefulConfig_Validate() {
-	fmt.Println(StatefulConfig{Timeout: -time.Second}.Validate())
-	fmt.Println(StatefulConfig{Mode: ModeRedis}.Validate())
+func ExampleConfig_Validate() {
+	fmt.Println(Config{Timeout: -time.Second}.Validate())
+	fmt.Println(Config{Mode: resumption.ModeRedis}.Validate())
 	// Output:
 	// resumption.store.timeout: must not be negative, got "-1s"
 	// resumption.mode: "redis" needs a shared store, and none is set
 }
 
-// ExampleStateful shows sticky mode: sessions live in the node's own cache.
-func ExampleStateful() {
-	s, err := NewStateful(StatefulConfig{Mode: ModeSticky, Lifetime: time.Hour})
+// ExampleBackend shows sticky mode: sessions live in the node's own cache.
+func ExampleBackend() {
+	s, err := New(Config{Mode: resumption.ModeSticky, Lifetime: time.Hour})
 	if err != nil {
 		panic(err)
 	}
-	layer, err := New(Config{Mode: ModeSticky, Backend: s, Lifetime: time.Hour})
+	layer, err := resumption.New(resumption.Config{Mode: resumption.ModeSticky, Backend: s, Lifetime: time.Hour})
 	if err != nil {
 		panic(err)
 	}
@@ -708,11 +729,40 @@ func ExampleStateful() {
 	layer.Configure(cfg)
 
 	_, err = s.UnwrapSession(make([]byte, 32), tls.ConnectionState{})
-	fmt.Println(errors.Is(err, ErrMiss))
+	fmt.Println(errors.Is(err, resumption.ErrMiss))
 	fmt.Println(s.Revoke(context.Background(), "not-hex"))
 	// Output:
 	// true
-	// resumption: revoking session "not-hex": not a session ID (32 hex digits)
+	// stateful: revoking session "not-hex": not a session ID (32 hex digits)
 }
 
-var _ sessioncache.Store = (*statefulHungStore)(nil)
+var _ sessioncache.Store = (*hungStore)(nil)
+
+func mustMetrics(tb testing.TB, reg prometheus.Registerer) *Metrics {
+	tb.Helper()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func mustLayerMetrics(tb testing.TB, reg prometheus.Registerer) *resumption.Metrics {
+	tb.Helper()
+	m, err := resumption.NewMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// TestMetricsRegisterTwice: a second Metrics on one registry is an error,
+// not a panic.
+func TestMetricsRegisterTwice(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	mustMetrics(t, reg)
+	if m, err := NewMetrics(reg); err == nil || m != nil {
+		t.Fatalf("second registration = %v, %v; want an error", m, err)
+	}
+}

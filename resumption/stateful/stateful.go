@@ -1,8 +1,15 @@
-package resumption
+// Package stateful is the resumption.Backend of the stateful modes (redis,
+// memcached, sticky): the session state stays on the server side, in a
+// shared sessioncache.Store and a node-local cache, and the client carries
+// a 32-byte handle as its ticket or PSK identity. The handle format, the
+// degraded mode and the circuit breaker are documented on Backend.
+//
+// The package assumes no transport: it sees only the tls.SessionState
+// crypto/tls hands to the session hooks, so a QUIC listener can share it.
+package stateful
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,30 +23,32 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgeproxy/edgeproxy/internal/aesgcm"
+	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 	"github.com/edgeproxy/edgeproxy/sessioncache/lru"
 )
 
-// Stateful handle and stored value, format version 1; documented on Stateful.
+// Handle and stored value, format version 1; documented on Backend.
 const (
-	statefulVersion   = 0x01
-	statefulIDLen     = 16
-	statefulKeyLen    = 16 // AES-128
-	statefulHandleLen = statefulIDLen + statefulKeyLen
-	statefulSIDLen    = 16 // bytes of SHA-256(id) that name the entry
-	statefulNonceLen  = 12
-	statefulTagLen    = 16
-	statefulHeaderLen = 1 + statefulNonceLen // version | nonce
-	statefulOverhead  = statefulHeaderLen + statefulTagLen
+	formatVersion = 0x01
+	idLen         = 16
+	keyLen        = 16 // AES-128
+	handleLen     = idLen + keyLen
+	sidLen        = 16 // bytes of SHA-256(id) that name the entry
+	nonceLen      = 12
+	tagLen        = 16
+	headerLen     = 1 + nonceLen // version | nonce
+	overhead      = headerLen + tagLen
 
 	// The node-local cache stores flag | value. The flag says whether the
 	// shared store took the value too (stored), or only this node has it
 	// (localOnly: sticky mode, or the store write failed or was skipped).
-	statefulStored    = 0x00
-	statefulLocalOnly = 0x01
+	flagStored    = 0x00
+	flagLocalOnly = 0x01
 )
 
-// Stateful is the Backend for the stateful modes (redis, memcached, sticky):
+// Backend is the resumption.Backend for the stateful modes (redis, memcached, sticky):
 // the session state stays on the server side, and the client carries a
 // 32-byte handle as its ticket (TLS 1.2) or PSK identity (TLS 1.3):
 //
@@ -58,7 +67,7 @@ const (
 // Every session is written to Store (with Lifetime as TTL) and to Local.
 // Store is the source of truth: while it answers, a session resumes only if
 // Store has it, so revocation and single use hold fleet-wide. When Store
-// fails or is slower than Timeout, Stateful falls back to Local (degraded
+// fails or is slower than Timeout, Backend falls back to Local (degraded
 // mode): clients returning to the node that issued their session still
 // resume, every other client gets a full handshake, and none a failed one.
 // Consecutive failures open a circuit breaker that skips Store (no
@@ -69,14 +78,14 @@ const (
 //
 // In sticky mode (no Store), Local is the only store.
 //
-// Stateful is safe for concurrent use. It starts no goroutines. Its zero
-// value is not usable: build it with NewStateful.
+// Backend is safe for concurrent use. It starts no goroutines. Its zero
+// value is not usable: build it with New.
 //
 // Warning: Store and Local hold every live session, sealed; the handle is
 // the key that opens one. Anyone who sees a handle and can read the store
 // (or this node's memory) can decrypt the TLS 1.2 connections of that
 // session and, with TLS 1.3, impersonate the server to its client.
-type Stateful struct {
+type Backend struct {
 	mode      string
 	shared    sessioncache.Store // nil in sticky mode
 	local     sessioncache.Store
@@ -86,48 +95,42 @@ type Stateful struct {
 	singleUse bool
 	rand      io.Reader
 	log       *zap.Logger
-	breaker   *statefulBreaker
-	m         *statefulModeMetrics // nil: count nothing
-	metrics   *StatefulMetrics     // to detach from on Close
+	breaker   *breaker
+	m         *modeMetrics // nil: count nothing
+	metrics   *Metrics     // to detach from on Close
 
 	closeOnce sync.Once
 }
 
-var _ Backend = (*Stateful)(nil)
+var _ resumption.Backend = (*Backend)(nil)
 
-// errStatefulBreakerOpen is the store error of a call the breaker skipped.
-var errStatefulBreakerOpen = errors.New("resumption: session store skipped: circuit breaker open")
+// errBreakerOpen is the store error of a call the breaker skipped.
+var errBreakerOpen = errors.New("stateful: session store skipped: circuit breaker open")
 
-// NewStateful returns a Stateful backend for cfg, or the error from
+// New returns a Backend for cfg, or the error from
 // cfg.Validate. It does no I/O: check the store's reachability separately
 // (redis.Store.Ping, memcache.Store.Ping).
-func NewStateful(cfg StatefulConfig) (*Stateful, error) {
+func New(cfg Config) (*Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stateful{
+	s := &Backend{
 		mode:      cfg.Mode,
 		shared:    cfg.Store,
 		local:     cfg.Local,
 		prefix:    cfg.Prefix,
-		lifetime:  cfg.Lifetime,
-		timeout:   cfg.Timeout,
+		lifetime:  resumption.SessionLifetime(cfg.Lifetime),
+		timeout:   cfg.StoreTimeout(),
 		singleUse: cfg.SingleUse,
 		rand:      cfg.Rand,
 		log:       cfg.Logger,
 		metrics:   cfg.Metrics,
 	}
 	if s.mode == "" {
-		s.mode = ModeSticky
+		s.mode = resumption.ModeSticky
 		if s.shared != nil {
 			s.mode = "shared"
 		}
-	}
-	if s.lifetime == 0 {
-		s.lifetime = DefaultLifetime
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultStatefulTimeout
 	}
 	if s.rand == nil {
 		s.rand = rand.Reader
@@ -142,11 +145,11 @@ func NewStateful(cfg StatefulConfig) (*Stateful, error) {
 	if s.local == nil {
 		l, err := lru.New(lru.Config{Now: cfg.Now})
 		if err != nil {
-			return nil, fmt.Errorf("resumption: building the local session cache: %w", err)
+			return nil, fmt.Errorf("stateful: building the local session cache: %w", err)
 		}
 		s.local = l
 	}
-	s.breaker = newStatefulBreaker(cfg.Breaker, now, s.log.With(zap.String("mode", s.mode)))
+	s.breaker = newBreaker(cfg.Breaker, now, s.log.With(zap.String("mode", s.mode)))
 	if cfg.Metrics != nil {
 		s.m = cfg.Metrics.forMode(s.mode)
 		cfg.Metrics.attach(s)
@@ -154,10 +157,10 @@ func NewStateful(cfg StatefulConfig) (*Stateful, error) {
 	return s, nil
 }
 
-// Close detaches s from its StatefulMetrics, whose gauges stop counting its
+// Close detaches s from its Metrics, whose gauges stop counting its
 // local cache and breaker. It does not close Store or Local, which belong to
 // the caller. It is safe to call more than once; s keeps working after it.
-func (s *Stateful) Close() error {
+func (s *Backend) Close() error {
 	s.closeOnce.Do(func() {
 		if s.metrics != nil {
 			s.metrics.detach(s)
@@ -166,50 +169,68 @@ func (s *Stateful) Close() error {
 	return nil
 }
 
-// statefulAEAD returns AES-128-GCM under the per-session key k.
-func statefulAEAD(k []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(k)
+// sessionAEAD returns AES-128-GCM under the per-session key k.
+func sessionAEAD(k []byte) (cipher.AEAD, error) {
+	aead, err := aesgcm.New(k)
 	if err != nil {
-		return nil, fmt.Errorf("resumption: creating session cipher: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("resumption: creating session cipher: %w", err)
+		return nil, fmt.Errorf("stateful: creating session cipher: %w", err)
 	}
 	return aead, nil
 }
 
-// statefulAD returns the additional data of a value: version || id.
-func statefulAD(id []byte) [1 + statefulIDLen]byte {
-	var ad [1 + statefulIDLen]byte
-	ad[0] = statefulVersion
+// additionalData returns the additional data of a value: version || id.
+func additionalData(id []byte) [1 + idLen]byte {
+	var ad [1 + idLen]byte
+	ad[0] = formatVersion
 	copy(ad[1:], id)
 	return ad
 }
 
-// storeKey returns the store key of the session whose handle starts with id.
-func (s *Stateful) storeKey(id []byte) string {
+// sidOf returns the name of the session whose handle starts with id:
+// SHA-256(id)[:16]. Its store key and its SessionID both derive from it, so
+// a wrap or an unwrap hashes once.
+func sidOf(id []byte) [sidLen]byte {
 	sum := sha256.Sum256(id)
-	return sessioncache.SessionKey(s.prefix, sum[:statefulSIDLen])
+	return [sidLen]byte(sum[:sidLen])
+}
+
+// storeKey returns the store key of the session whose handle starts with id.
+func (s *Backend) storeKey(id []byte) string {
+	sid := sidOf(id)
+	return sessioncache.SessionKey(s.prefix, sid[:])
 }
 
 // SessionID returns the non-secret identifier of the session a handle
 // names: hex(SHA-256(id)[:16]), 32 hex digits, the same on every node. It
 // reveals neither the handle nor the session, so it may travel to upstreams
 // (X-TLS-Session-ID) and into logs of the admin API; Revoke takes it. It
-// returns "" for an identity that is not a 32-byte handle. It implements
-// SessionIDer.
-func (s *Stateful) SessionID(identity []byte) string {
-	if len(identity) != statefulHandleLen {
+// returns "" for an identity that is not a 32-byte handle. WrapSessionID
+// and UnwrapSessionID return it without hashing again.
+func (s *Backend) SessionID(identity []byte) string {
+	if len(identity) != handleLen {
 		return ""
 	}
-	sum := sha256.Sum256(identity[:statefulIDLen])
-	return hex.EncodeToString(sum[:statefulSIDLen])
+	sid := sidOf(identity[:idLen])
+	return hex.EncodeToString(sid[:])
 }
 
-// WrapSession stores ss, sealed under a fresh per-session key, and returns
-// the handle that names and opens it. It has the signature of
-// tls.Config.WrapSession.
+// WrapSession is WrapSessionID without the session identifier. It has the
+// signature of tls.Config.WrapSession.
+func (s *Backend) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	h, _, err := s.WrapSessionID(cs, ss)
+	return h, err
+}
+
+// UnwrapSession is UnwrapSessionID without the session identifier. It has
+// the signature of tls.Config.UnwrapSession.
+func (s *Backend) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+	ss, _, err := s.UnwrapSessionID(identity, cs)
+	return ss, err
+}
+
+// WrapSessionID stores ss, sealed under a fresh per-session key, and
+// returns the handle that names and opens it, and the session's SessionID.
+// It implements resumption.SessionIDer.
 //
 // The session is written to Store (bounded by Timeout, skipped while the
 // breaker is open) and to Local. A Store failure is not a wrap failure: it
@@ -217,74 +238,84 @@ func (s *Stateful) SessionID(identity []byte) string {
 // it resumes on this node. WrapSession fails only if the state cannot be
 // serialised, Rand fails, or neither cache took the session.
 //
-// Warning: the handle opens the session; see Stateful.
-func (s *Stateful) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+// Warning: the handle opens the session; see Backend.
+func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (handle []byte, sessionID string, err error) {
 	if ss == nil {
-		return nil, errors.New("resumption: WrapSession called with a nil session")
+		return nil, "", errors.New("stateful: WrapSession called with a nil session")
 	}
 	state, err := ss.Bytes()
 	if err != nil {
-		return nil, fmt.Errorf("resumption: serialising session: %w", err)
+		return nil, "", fmt.Errorf("stateful: serialising session: %w", err)
 	}
 	defer clear(state) // it holds the session secret in the clear
 
 	// One buffer: handle(32) | local flag(1) | version(1) | nonce(12) | sealed.
 	// The handle returned to crypto/tls shares it (capped, so nothing
 	// writes past it); the rest is copied by Local and sent by Store.
-	const valueOff = statefulHandleLen + 1
-	buf := make([]byte, valueOff+statefulHeaderLen, valueOff+statefulHeaderLen+len(state)+statefulTagLen)
-	handle := buf[:statefulHandleLen:statefulHandleLen]
-	nonce := buf[valueOff+1 : valueOff+statefulHeaderLen]
+	const valueOff = handleLen + 1
+	buf := make([]byte, valueOff+headerLen, valueOff+headerLen+len(state)+tagLen)
+	handle = buf[:handleLen:handleLen]
+	nonce := buf[valueOff+1 : valueOff+headerLen]
 	if _, err := io.ReadFull(s.rand, handle); err != nil {
-		return nil, fmt.Errorf("resumption: reading session handle: %w", err)
+		return nil, "", fmt.Errorf("stateful: reading session handle: %w", err)
 	}
 	if _, err := io.ReadFull(s.rand, nonce); err != nil {
-		return nil, fmt.Errorf("resumption: reading session nonce: %w", err)
+		return nil, "", fmt.Errorf("stateful: reading session nonce: %w", err)
 	}
-	buf[valueOff] = statefulVersion
-	aead, err := statefulAEAD(handle[statefulIDLen:])
+	buf[valueOff] = formatVersion
+	aead, err := sessionAEAD(handle[idLen:])
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	ad := statefulAD(handle[:statefulIDLen])
+	ad := additionalData(handle[:idLen])
 	buf = aead.Seal(buf, nonce, state, ad[:])
 
-	key := s.storeKey(handle[:statefulIDLen])
-	flag := byte(statefulLocalOnly)
+	sid := sidOf(handle[:idLen])
+	key := sessioncache.SessionKey(s.prefix, sid[:])
+	flag := byte(flagLocalOnly)
 	if s.shared != nil && s.sharedPut(key, buf[valueOff:]) == nil {
-		flag = statefulStored
+		flag = flagStored
 	}
-	buf[statefulHandleLen] = flag
-	if err := s.localPut(key, buf[statefulHandleLen:]); err != nil && flag == statefulLocalOnly {
-		return nil, fmt.Errorf("resumption: storing session: %w", err)
+	buf[handleLen] = flag
+	if err := s.localPut(key, buf[handleLen:]); err != nil && flag == flagLocalOnly {
+		return nil, "", fmt.Errorf("stateful: storing session: %w", err)
 	}
-	return handle, nil
+	return handle, hex.EncodeToString(sid[:]), nil
 }
 
-// UnwrapSession returns the session a handle names. It has the signature of
-// tls.Config.UnwrapSession but reports why it found no session, as Backend
-// requires:
+// UnwrapSessionID returns the session a handle names and its SessionID. It
+// implements resumption.SessionIDer, and reports why it found no session as
+// resumption.Backend requires:
 //
-//   - ErrMiss: the identity is empty (a TLS 1.2 client without a ticket;
+//   - resumption.ErrMiss: the identity is empty (a TLS 1.2 client without a ticket;
 //     crypto/tls asks anyway), or the store answered that it has no such
 //     session: never issued, expired, revoked or already used (SingleUse);
-//   - ErrBad: the identity is not 32 bytes, or the stored value fails
+//   - resumption.ErrBad: the identity is not 32 bytes, or the stored value fails
 //     authentication under the handle's key (a forged or altered handle or
 //     value), or holds state that does not parse;
 //   - any other error: Store failed (or the breaker skipped it) and Local
 //     has no copy either.
 //
 // While Store fails, a session found in Local resumes (degraded mode, see
-// Stateful). It never panics on any input. It does not check the session's
+// Backend). It never panics on any input. It does not check the session's
 // age or scope; the Layer does.
-func (s *Stateful) UnwrapSession(identity []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+func (s *Backend) UnwrapSessionID(identity []byte, _ tls.ConnectionState) (*tls.SessionState, string, error) {
 	if len(identity) == 0 {
-		return nil, ErrMiss
+		return nil, "", resumption.ErrMiss
 	}
-	if len(identity) != statefulHandleLen {
-		return nil, fmt.Errorf("%w: handle of %d bytes, want %d", ErrBad, len(identity), statefulHandleLen)
+	if len(identity) != handleLen {
+		return nil, "", fmt.Errorf("%w: handle of %d bytes, want %d", resumption.ErrBad, len(identity), handleLen)
 	}
-	key := s.storeKey(identity[:statefulIDLen])
+	sid := sidOf(identity[:idLen])
+	ss, err := s.unwrap(identity, sessioncache.SessionKey(s.prefix, sid[:]))
+	if err != nil {
+		return nil, "", err
+	}
+	return ss, hex.EncodeToString(sid[:]), nil
+}
+
+// unwrap finds and opens the session of a 32-byte handle stored under key.
+func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, error) {
 	if s.shared == nil {
 		return s.unwrapSticky(identity, key)
 	}
@@ -302,21 +333,21 @@ func (s *Stateful) UnwrapSession(identity []byte, _ tls.ConnectionState) (*tls.S
 	// Degraded: resume only what this node issued.
 	val, err := s.localGet(key)
 	if err != nil {
-		s.m.fallback(statefulFallbackMiss)
-		return nil, fmt.Errorf("resumption: no local copy, and %w", storeErr)
+		s.m.fallback(fallbackMiss)
+		return nil, fmt.Errorf("stateful: no local copy, and %w", storeErr)
 	}
-	s.m.fallback(statefulFallbackHit)
+	s.m.fallback(fallbackHit)
 	return s.openLocal(identity, key, val)
 }
 
 // unwrapSticky finds a session in Local, the only store in sticky mode.
-func (s *Stateful) unwrapSticky(identity []byte, key string) (*tls.SessionState, error) {
+func (s *Backend) unwrapSticky(identity []byte, key string) (*tls.SessionState, error) {
 	val, err := s.localGet(key)
 	if errors.Is(err, sessioncache.ErrMiss) {
-		return nil, ErrMiss
+		return nil, resumption.ErrMiss
 	}
 	if err != nil {
-		return nil, fmt.Errorf("resumption: local session cache: %w", err)
+		return nil, fmt.Errorf("stateful: local session cache: %w", err)
 	}
 	return s.openLocal(identity, key, val)
 }
@@ -325,21 +356,21 @@ func (s *Stateful) unwrapSticky(identity []byte, key string) (*tls.SessionState,
 // truth, so a copy in Local is stale (revoked, expired, used, or lost with
 // the store) and is dropped, unless it is marked local-only: its store
 // write failed, so the store never had it, and it resumes on this node.
-func (s *Stateful) afterStoreMiss(identity []byte, key string) (*tls.SessionState, error) {
+func (s *Backend) afterStoreMiss(identity []byte, key string) (*tls.SessionState, error) {
 	val, err := s.localGet(key)
 	if err != nil {
-		return nil, ErrMiss
+		return nil, resumption.ErrMiss
 	}
-	if val[0] != statefulLocalOnly {
+	if val[0] != flagLocalOnly {
 		s.localDelete(key)
-		return nil, ErrMiss
+		return nil, resumption.ErrMiss
 	}
-	s.m.fallback(statefulFallbackLocalOnly)
+	s.m.fallback(fallbackLocalOnly)
 	return s.openLocal(identity, key, val)
 }
 
 // openLocal opens flag | value from Local, and drops it in single-use mode.
-func (s *Stateful) openLocal(identity []byte, key string, val []byte) (*tls.SessionState, error) {
+func (s *Backend) openLocal(identity []byte, key string, val []byte) (*tls.SessionState, error) {
 	ss, err := s.open(identity, val[1:])
 	if err == nil && s.singleUse {
 		s.localDelete(key)
@@ -350,30 +381,30 @@ func (s *Stateful) openLocal(identity []byte, key string, val []byte) (*tls.Sess
 // open decrypts a stored value with the handle's key, in place: stores
 // return slices the caller may keep, and ParseSessionState keeps slices of
 // the plaintext.
-func (s *Stateful) open(handle, val []byte) (*tls.SessionState, error) {
-	if len(val) < statefulOverhead || val[0] != statefulVersion {
-		return nil, fmt.Errorf("%w: stored session is truncated or not version %d", ErrBad, statefulVersion)
+func (s *Backend) open(handle, val []byte) (*tls.SessionState, error) {
+	if len(val) < overhead || val[0] != formatVersion {
+		return nil, fmt.Errorf("%w: stored session is truncated or not version %d", resumption.ErrBad, formatVersion)
 	}
-	aead, err := statefulAEAD(handle[statefulIDLen:])
+	aead, err := sessionAEAD(handle[idLen:])
 	if err != nil {
 		return nil, err
 	}
-	ad := statefulAD(handle[:statefulIDLen])
-	sealed := val[statefulHeaderLen:]
-	plaintext, err := aead.Open(sealed[:0], val[1:statefulHeaderLen], sealed, ad[:])
+	ad := additionalData(handle[:idLen])
+	sealed := val[headerLen:]
+	plaintext, err := aead.Open(sealed[:0], val[1:headerLen], sealed, ad[:])
 	if err != nil {
-		return nil, fmt.Errorf("%w: stored session fails authentication under the handle's key", ErrBad)
+		return nil, fmt.Errorf("%w: stored session fails authentication under the handle's key", resumption.ErrBad)
 	}
 	ss, err := tls.ParseSessionState(plaintext)
 	if err != nil {
-		return nil, fmt.Errorf("%w: parsing session state: %w", ErrBad, err)
+		return nil, fmt.Errorf("%w: parsing session state: %w", resumption.ErrBad, err)
 	}
 	return ss, nil
 }
 
 // consume deletes a session that just resumed, for SingleUse: from Store
 // first (which makes it single-use fleet-wide), then from Local.
-func (s *Stateful) consume(key string) {
+func (s *Backend) consume(key string) {
 	if err := s.sharedDelete(context.Background(), key, true); err != nil {
 		s.log.Debug("session store delete failed", zap.String("mode", s.mode), zap.Error(err))
 	}
@@ -393,22 +424,22 @@ var ErrBadSessionID = errors.New("not a session ID")
 //
 // Other nodes' local copies are read only while their store fails, so
 // during an outage a revoked session may still resume on the node that
-// issued it; so may a session whose store write had failed (see Stateful),
+// issued it; so may a session whose store write had failed (see Backend),
 // unless Revoke runs on that node.
-func (s *Stateful) Revoke(ctx context.Context, sessionID string) error {
+func (s *Backend) Revoke(ctx context.Context, sessionID string) error {
 	sid, err := hex.DecodeString(sessionID)
-	if err != nil || len(sid) != statefulSIDLen {
-		return fmt.Errorf("resumption: revoking session %q: %w (%d hex digits)", sessionID, ErrBadSessionID, 2*statefulSIDLen)
+	if err != nil || len(sid) != sidLen {
+		return fmt.Errorf("stateful: revoking session %q: %w (%d hex digits)", sessionID, ErrBadSessionID, 2*sidLen)
 	}
 	key := sessioncache.SessionKey(s.prefix, sid)
 	if err := s.local.Delete(ctx, key); err != nil {
-		return fmt.Errorf("resumption: revoking session %s: %w", sessionID, err)
+		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
 	}
 	if s.shared == nil {
 		return nil
 	}
 	if err := s.sharedDelete(ctx, key, false); err != nil {
-		return fmt.Errorf("resumption: revoking session %s: %w", sessionID, err)
+		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
 	}
 	return nil
 }

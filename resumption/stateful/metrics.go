@@ -1,48 +1,51 @@
-package resumption
+package stateful
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
-// StatefulStoreBuckets are the buckets, in seconds, of
+// StoreBuckets are the buckets, in seconds, of
 // edgeproxy_session_store_duration_seconds: 100µs to 1s.
-var StatefulStoreBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+var StoreBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
 
 // Label values of the op and result labels of
-// edgeproxy_session_store_calls_total, indexed by the statefulOp* and
-// statefulResult* constants.
+// edgeproxy_session_store_calls_total, indexed by the op* and
+// result* constants.
 var (
-	statefulOps     = [...]string{"get", "put", "delete"}
-	statefulResults = [...]string{"ok", "miss", "error", "timeout", "skipped"}
-	statefulFalls   = [...]string{"hit", "miss", "local_only"}
+	opNames       = [...]string{"get", "put", "delete"}
+	resultNames   = [...]string{"ok", "miss", "error", "timeout", "skipped"}
+	fallbackNames = [...]string{"hit", "miss", "local_only"}
 )
 
 const (
-	statefulOpGet = iota
-	statefulOpPut
-	statefulOpDelete
+	opGet = iota
+	opPut
+	opDelete
 )
 
 const (
-	statefulResultOK      = iota
-	statefulResultMiss    // sessioncache.ErrMiss
-	statefulResultError   // any other error
-	statefulResultTimeout // Timeout or a socket deadline passed
-	statefulResultSkipped // the breaker was open: no call was made
+	resultOK      = iota
+	resultMiss    // sessioncache.ErrMiss
+	resultError   // any other error
+	resultTimeout // Timeout or a socket deadline passed
+	resultSkipped // the breaker was open: no call was made
 )
 
 const (
-	statefulFallbackHit       = iota // store failed, Local had the session
-	statefulFallbackMiss             // store failed, Local did not have it
-	statefulFallbackLocalOnly        // store missed a session whose write had failed; Local had it
+	fallbackHit       = iota // store failed, Local had the session
+	fallbackMiss             // store failed, Local did not have it
+	fallbackLocalOnly        // store missed a session whose write had failed; Local had it
 )
 
-// StatefulMetrics holds the Prometheus collectors of Stateful backends. One
-// StatefulMetrics may serve several backends; series are labelled by mode,
-// and the gauges sum over the backends of a mode. A nil *StatefulMetrics
+// Metrics holds the Prometheus collectors of stateful Backends. One
+// Metrics may serve several backends; series are labelled by mode,
+// and the gauges sum over the backends of a mode. A nil *Metrics
 // counts nothing.
 //
 // The collectors are:
@@ -59,17 +62,18 @@ const (
 //     open or half-open;
 //   - edgeproxy_session_local_entries{mode}: entries in the local caches
 //     that report a Len, read at scrape time.
-type StatefulMetrics struct {
+type Metrics struct {
 	calls    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	fallback *prometheus.CounterVec
-	gauges   *statefulGauges
+	gauges   *gauges
 }
 
-// NewStatefulMetrics creates the collectors and registers them with reg, if
-// reg is not nil.
-func NewStatefulMetrics(reg prometheus.Registerer) *StatefulMetrics {
-	m := &StatefulMetrics{
+// NewMetrics creates the collectors and registers them with reg, if reg is
+// not nil. It returns an error if registration fails, for example because
+// another Metrics is registered with reg already.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_session_store_calls_total",
 			Help: "Calls to the session store, by mode, op (get, put, delete) and result (ok, miss, error, timeout, skipped: breaker open).",
@@ -77,63 +81,63 @@ func NewStatefulMetrics(reg prometheus.Registerer) *StatefulMetrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "edgeproxy_session_store_duration_seconds",
 			Help:    "Latency of session store calls, by mode and op; skipped calls are not observed.",
-			Buckets: StatefulStoreBuckets,
+			Buckets: StoreBuckets,
 		}, []string{"mode", "op"}),
 		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_session_local_fallback_total",
 			Help: "Local cache reads in shared modes, by result: hit or miss after a store failure, local_only for a session whose store write had failed.",
 		}, []string{"mode", "result"}),
-		gauges: &statefulGauges{
+		gauges: &gauges{
 			breakerOpen: prometheus.NewDesc("edgeproxy_session_store_breaker_open",
-				"Stateful backends whose session store circuit breaker is open or half-open, by mode.", []string{"mode"}, nil),
+				"Backend backends whose session store circuit breaker is open or half-open, by mode.", []string{"mode"}, nil),
 			localEntries: prometheus.NewDesc("edgeproxy_session_local_entries",
 				"Entries in the node-local session caches, expired ones not yet removed included, by mode.", []string{"mode"}, nil),
-			backends: make(map[*Stateful]struct{}),
+			backends: make(map[*Backend]struct{}),
 		},
 	}
-	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.fallback, m.gauges)
+	if err := promreg.Register(reg, m.calls, m.duration, m.fallback, m.gauges); err != nil {
+		return nil, fmt.Errorf("stateful: registering metrics: %w", err)
 	}
-	return m
+	return m, nil
 }
 
-func (m *StatefulMetrics) attach(s *Stateful) {
+func (m *Metrics) attach(s *Backend) {
 	m.gauges.mu.Lock()
 	m.gauges.backends[s] = struct{}{}
 	m.gauges.mu.Unlock()
 }
 
-func (m *StatefulMetrics) detach(s *Stateful) {
+func (m *Metrics) detach(s *Backend) {
 	m.gauges.mu.Lock()
 	delete(m.gauges.backends, s)
 	m.gauges.mu.Unlock()
 }
 
-// statefulModeMetrics are one mode's series, resolved once per backend so
-// that a handshake does no label lookup. A nil *statefulModeMetrics counts
+// modeMetrics are one mode's series, resolved once per backend so
+// that a handshake does no label lookup. A nil *modeMetrics counts
 // nothing.
-type statefulModeMetrics struct {
-	calls    [len(statefulOps)][len(statefulResults)]prometheus.Counter
-	duration [len(statefulOps)]prometheus.Observer
-	falls    [len(statefulFalls)]prometheus.Counter
+type modeMetrics struct {
+	calls    [len(opNames)][len(resultNames)]prometheus.Counter
+	duration [len(opNames)]prometheus.Observer
+	falls    [len(fallbackNames)]prometheus.Counter
 }
 
-func (m *StatefulMetrics) forMode(mode string) *statefulModeMetrics {
-	mm := &statefulModeMetrics{}
-	for op, opName := range statefulOps {
-		for r, rName := range statefulResults {
+func (m *Metrics) forMode(mode string) *modeMetrics {
+	mm := &modeMetrics{}
+	for op, opName := range opNames {
+		for r, rName := range resultNames {
 			mm.calls[op][r] = m.calls.WithLabelValues(mode, opName, rName)
 		}
 		mm.duration[op] = m.duration.WithLabelValues(mode, opName)
 	}
-	for r, rName := range statefulFalls {
+	for r, rName := range fallbackNames {
 		mm.falls[r] = m.fallback.WithLabelValues(mode, rName)
 	}
 	return mm
 }
 
 // call counts a store call that was made, and observes its latency.
-func (mm *statefulModeMetrics) call(op, result int, elapsed time.Duration) {
+func (mm *modeMetrics) call(op, result int, elapsed time.Duration) {
 	if mm == nil {
 		return
 	}
@@ -142,40 +146,40 @@ func (mm *statefulModeMetrics) call(op, result int, elapsed time.Duration) {
 }
 
 // skip counts a store call the breaker skipped.
-func (mm *statefulModeMetrics) skip(op int) {
+func (mm *modeMetrics) skip(op int) {
 	if mm == nil {
 		return
 	}
-	mm.calls[op][statefulResultSkipped].Inc()
+	mm.calls[op][resultSkipped].Inc()
 }
 
 // fallback counts a local cache read in a shared mode.
-func (mm *statefulModeMetrics) fallback(result int) {
+func (mm *modeMetrics) fallback(result int) {
 	if mm == nil {
 		return
 	}
 	mm.falls[result].Inc()
 }
 
-// statefulGauges computes the gauges at scrape time from the attached
+// gauges computes the gauges at scrape time from the attached
 // backends, as a GaugeFunc would, but summed per mode so that several
 // backends (a reload, or several nodes in one process) can share one
 // registry.
-type statefulGauges struct {
+type gauges struct {
 	breakerOpen, localEntries *prometheus.Desc
 
-	// mu protects backends, the Stateful backends attached by NewStateful
+	// mu protects backends, the Backends attached by New
 	// and not yet detached by Close.
 	mu       sync.Mutex
-	backends map[*Stateful]struct{}
+	backends map[*Backend]struct{}
 }
 
-func (g *statefulGauges) Describe(ch chan<- *prometheus.Desc) {
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
 	ch <- g.breakerOpen
 	ch <- g.localEntries
 }
 
-func (g *statefulGauges) Collect(ch chan<- prometheus.Metric) {
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	type sums struct {
 		open, entries float64
 		sized         bool

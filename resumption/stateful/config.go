@@ -1,6 +1,7 @@
-package resumption
+package stateful
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -8,56 +9,57 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 )
 
-// Defaults for StatefulConfig's zero fields.
+// Defaults for Config's zero fields.
 const (
-	// DefaultStatefulTimeout bounds each call to the shared store when
-	// StatefulConfig.Timeout is zero: what a slow store may add to a
+	// DefaultTimeout bounds each call to the shared store when
+	// Config.Timeout is zero: what a slow store may add to a
 	// handshake, per call.
-	DefaultStatefulTimeout = 25 * time.Millisecond
-	// DefaultStatefulBreakerFailures is how many consecutive store failures
-	// open the circuit breaker when StatefulBreakerConfig.Failures is zero.
-	DefaultStatefulBreakerFailures = 5
-	// DefaultStatefulBreakerCooldown is how long the breaker stays open
+	DefaultTimeout = 25 * time.Millisecond
+	// DefaultBreakerFailures is how many consecutive store failures
+	// open the circuit breaker when BreakerConfig.Failures is zero.
+	DefaultBreakerFailures = 5
+	// DefaultBreakerCooldown is how long the breaker stays open
 	// before it lets one probe call through, when
-	// StatefulBreakerConfig.Cooldown is zero.
-	DefaultStatefulBreakerCooldown = 5 * time.Second
+	// BreakerConfig.Cooldown is zero.
+	DefaultBreakerCooldown = 5 * time.Second
 )
 
-// StatefulBreakerConfig configures the circuit breaker in front of the
+// BreakerConfig configures the circuit breaker in front of the
 // shared store.
-type StatefulBreakerConfig struct {
+type BreakerConfig struct {
 	// Failures is how many consecutive store failures (errors and timeouts;
 	// a miss is an answer, not a failure) open the breaker. If zero,
-	// DefaultStatefulBreakerFailures is used. It must not be negative.
+	// DefaultBreakerFailures is used. It must not be negative.
 	Failures int
 	// Cooldown is how long an open breaker skips the store before it lets a
 	// single probe call through; the probe's success closes it, its failure
-	// opens it for another Cooldown. If zero, DefaultStatefulBreakerCooldown
+	// opens it for another Cooldown. If zero, DefaultBreakerCooldown
 	// is used. It must not be negative.
 	Cooldown time.Duration
 }
 
-// StatefulConfig configures a Stateful backend. Field names in error
+// Config configures a Backend. Field names in error
 // messages are the configuration keys (resumption.store.timeout).
-type StatefulConfig struct {
-	// Mode names the backend in metrics and logs: ModeRedis, ModeMemcached
-	// or ModeSticky. If empty, ModeSticky is used when Store is nil and
-	// "shared" otherwise. ModeSticky with a Store, or ModeRedis or
-	// ModeMemcached without one, is refused.
+type Config struct {
+	// Mode names the backend in metrics and logs: resumption.ModeRedis, resumption.ModeMemcached
+	// or resumption.ModeSticky. If empty, resumption.ModeSticky is used when Store is nil and
+	// "shared" otherwise. resumption.ModeSticky with a Store, or resumption.ModeRedis or
+	// resumption.ModeMemcached without one, is refused.
 	Mode string
 
 	// Store is the shared session store, the source of truth for every node
 	// of the fleet (a sessioncache/redis or sessioncache/memcache Store). If
 	// nil, the backend runs in sticky mode: sessions live only in Local and
-	// resume only on the node that issued them. Stateful does not close it.
+	// resume only on the node that issued them. Backend does not close it.
 	Store sessioncache.Store
 
 	// Local is the node-local cache: the whole store in sticky mode, and in
 	// the shared modes the copy of every session this node issued, read
-	// only while Store fails (see Stateful). If nil, an lru.Store with the
+	// only while Store fails (see Backend). If nil, an lru.Store with the
 	// default bounds and Now as its clock is used. If it has a
 	// Len() int method (as *lru.Store has), its size is exported as a
 	// metric. It must never block: it is called on every handshake.
@@ -69,15 +71,15 @@ type StatefulConfig struct {
 	Prefix string
 
 	// Lifetime is the time to live of stored sessions. Set it to the Layer's
-	// Lifetime, which also refuses older sessions. If zero, DefaultLifetime
-	// is used; values above MaxLifetime are refused.
+	// Lifetime, which also refuses older sessions. If zero, resumption.DefaultSessionLifetime
+	// is used; values above resumption.MaxLifetime are refused.
 	Lifetime time.Duration
 
 	// Timeout bounds each call to Store made during a handshake. A
 	// resumption makes two calls (the get, and the put of the fresh ticket
 	// crypto/tls issues), three with SingleUse, so a hung store adds up to
 	// three Timeouts to a handshake until the breaker opens. If zero,
-	// DefaultStatefulTimeout is used. It must not be negative.
+	// DefaultTimeout is used. It must not be negative.
 	Timeout time.Duration
 
 	// SingleUse deletes a session when it resumes (Get, then Delete), so each
@@ -91,7 +93,7 @@ type StatefulConfig struct {
 	SingleUse bool
 
 	// Breaker configures the circuit breaker in front of Store.
-	Breaker StatefulBreakerConfig
+	Breaker BreakerConfig
 
 	// Now returns the current time, for the breaker's cooldown and the
 	// default Local's TTLs. If nil, time.Now is used. Durations in metrics
@@ -108,18 +110,23 @@ type StatefulConfig struct {
 
 	// Metrics receives store call counts and latencies. If nil, nothing is
 	// counted.
-	Metrics *StatefulMetrics
+	Metrics *Metrics
 }
 
+// StoreTimeout returns the bound on each shared store call: Timeout, or
+// DefaultTimeout if it is zero. Give it to the store client too (its own
+// socket deadlines), so both agree.
+func (c Config) StoreTimeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
+
 // Validate reports the first invalid field of c. It does no I/O.
-func (c StatefulConfig) Validate() error {
+func (c Config) Validate() error {
 	switch c.Mode {
 	case "":
-	case ModeSticky:
+	case resumption.ModeSticky:
 		if c.Store != nil {
 			return errors.New("resumption.mode: sticky keeps sessions on each node, but a shared store is set")
 		}
-	case ModeRedis, ModeMemcached:
+	case resumption.ModeRedis, resumption.ModeMemcached:
 		if c.Store == nil {
 			return fmt.Errorf("resumption.mode: %q needs a shared store, and none is set", c.Mode)
 		}
@@ -127,12 +134,12 @@ func (c StatefulConfig) Validate() error {
 		return fmt.Errorf("resumption.mode: %q: a stateful backend must be redis, memcached or sticky", c.Mode)
 	}
 	if c.Prefix != "" {
-		if err := sessioncache.CheckKey(sessioncache.SessionKey(c.Prefix, make([]byte, statefulSIDLen))); err != nil {
+		if err := sessioncache.CheckKey(sessioncache.SessionKey(c.Prefix, make([]byte, sidLen))); err != nil {
 			return fmt.Errorf("resumption.store.prefix: %q: %w", c.Prefix, err)
 		}
 	}
-	if c.Lifetime < 0 || c.Lifetime > MaxLifetime {
-		return fmt.Errorf("resumption.session_lifetime: %q: must be between 0 and %s", c.Lifetime, MaxLifetime)
+	if err := resumption.CheckSessionLifetime(c.Lifetime); err != nil {
+		return err
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("resumption.store.timeout: must not be negative, got %q", c.Timeout)

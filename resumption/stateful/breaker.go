@@ -1,4 +1,4 @@
-package resumption
+package stateful
 
 import (
 	"sync"
@@ -7,7 +7,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// statefulBreaker is the circuit breaker in front of a shared session store.
+// breaker is the circuit breaker in front of a shared session store.
 //
 // Closed, every call goes to the store, and Failures consecutive failures
 // open it. Open, calls skip the store until Cooldown has passed. Then the
@@ -19,7 +19,7 @@ import (
 // it opened are ignored.
 //
 // It is safe for concurrent use and must not be copied.
-type statefulBreaker struct {
+type breaker struct {
 	threshold int
 	cooldown  time.Duration
 	now       func() time.Time
@@ -34,13 +34,13 @@ type statefulBreaker struct {
 	probing bool      // while open: a probe is in flight
 }
 
-func newStatefulBreaker(cfg StatefulBreakerConfig, now func() time.Time, log *zap.Logger) *statefulBreaker {
-	b := &statefulBreaker{threshold: cfg.Failures, cooldown: cfg.Cooldown, now: now, log: log}
+func newBreaker(cfg BreakerConfig, now func() time.Time, log *zap.Logger) *breaker {
+	b := &breaker{threshold: cfg.Failures, cooldown: cfg.Cooldown, now: now, log: log}
 	if b.threshold == 0 {
-		b.threshold = DefaultStatefulBreakerFailures
+		b.threshold = DefaultBreakerFailures
 	}
 	if b.cooldown == 0 {
-		b.cooldown = DefaultStatefulBreakerCooldown
+		b.cooldown = DefaultBreakerCooldown
 	}
 	return b
 }
@@ -48,7 +48,7 @@ func newStatefulBreaker(cfg StatefulBreakerConfig, now func() time.Time, log *za
 // allow reports whether a store call may go ahead, and whether it is the
 // half-open probe. A caller that got ok must report the call's outcome with
 // done, passing probe back.
-func (b *statefulBreaker) allow() (ok, probe bool) {
+func (b *breaker) allow() (ok, probe bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.open {
@@ -64,7 +64,7 @@ func (b *statefulBreaker) allow() (ok, probe bool) {
 // done records the outcome of a call that allow let through: failed is true
 // for an error or timeout, false for an answer (a miss included). cause is
 // the failure, for the log.
-func (b *statefulBreaker) done(probe, failed bool, cause error) {
+func (b *breaker) done(probe, failed bool, cause error) {
 	b.mu.Lock()
 	var opened, reopened, closed bool
 	switch {
@@ -100,7 +100,7 @@ func (b *statefulBreaker) done(probe, failed bool, cause error) {
 }
 
 // isOpen reports whether the breaker is open or half-open.
-func (b *statefulBreaker) isOpen() bool {
+func (b *breaker) isOpen() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.open

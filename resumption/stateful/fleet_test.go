@@ -1,4 +1,4 @@
-package resumption
+package stateful
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/edgeproxy/edgeproxy/internal/testserver"
+	"github.com/edgeproxy/edgeproxy/resumption"
+	"github.com/edgeproxy/edgeproxy/resumption/internal/tlstest"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
@@ -24,17 +26,17 @@ import (
 // or memcached (internal/testserver). loopback.connect fails the test on any
 // failed handshake, so every test here also asserts that none failed.
 
-type statefulStoreKind struct {
+type storeKind struct {
 	name, mode string
 	start      func(testing.TB) (*testserver.Server, sessioncache.Store)
 }
 
-var statefulStoreKinds = []statefulStoreKind{
-	{"redis", ModeRedis, statefulRedis},
-	{"memcached", ModeMemcached, statefulMemcached},
+var storeKinds = []storeKind{
+	{"redis", resumption.ModeRedis, startRedis},
+	{"memcached", resumption.ModeMemcached, startMemcached},
 }
 
-func statefulRedis(tb testing.TB) (*testserver.Server, sessioncache.Store) {
+func startRedis(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 	tb.Helper()
 	srv := testserver.Redis(tb)
 	st, err := redisstore.New(redisstore.Config{Addrs: []string{srv.Addr}})
@@ -45,7 +47,7 @@ func statefulRedis(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 	return srv, st
 }
 
-func statefulMemcached(tb testing.TB) (*testserver.Server, sessioncache.Store) {
+func startMemcached(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 	tb.Helper()
 	srv := testserver.Memcached(tb)
 	st, err := memcachestore.New(memcachestore.Config{Servers: []string{srv.Addr}})
@@ -56,52 +58,53 @@ func statefulMemcached(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 	return srv, st
 }
 
-// statefulFleet returns n nodes built on cfg, each with its own Stateful and
+// newFleet returns n nodes built on cfg, each with its own Backend and
 // local cache.
-func statefulFleet(tb testing.TB, n int, cfg StatefulConfig, version uint16) []*statefulNode {
+func newFleet(tb testing.TB, n int, cfg Config, version uint16) []*node {
 	tb.Helper()
-	nodes := make([]*statefulNode, n)
+	nodes := make([]*node, n)
 	for i := range nodes {
-		nodes[i] = newStatefulNode(tb, cfg, version)
+		nodes[i] = newNode(tb, cfg, version)
 	}
 	return nodes
 }
 
-func statefulClient(tb testing.TB, version uint16) *tls.Config {
+func newClient(tb testing.TB, version uint16) *tls.Config {
 	tb.Helper()
-	return ticketClientConfig(tb, version, tls.NewLRUClientSessionCache(4))
+	return tlstest.ClientConfig(tb, version, tls.NewLRUClientSessionCache(4))
 }
 
-// statefulConnector runs connections and fails the test when one does not
+// connector runs connections and fails the test when one does not
 // resume (or resumes) as expected.
-type statefulConnector struct {
+type connector struct {
 	tb testing.TB
-	l  *ticketLoopback
+	l  *tlstest.Loopback
 }
 
-func (c statefulConnector) expect(what string, cli *tls.Config, n *statefulNode, resume bool) {
+func (c connector) expect(what string, cli *tls.Config, n *node, resume bool) {
 	c.tb.Helper()
-	if got := c.l.connect(c.tb, cli, n.tls).DidResume; got != resume {
+	if got := c.l.Connect(c.tb, cli, n.tls).DidResume; got != resume {
 		c.tb.Fatalf("%s: DidResume = %v; want %v", what, got, resume)
 	}
 }
 
-func TestStatefulFleetRoundRobin(t *testing.T) {
+func TestFleetRoundRobin(t *testing.T) {
+	t.Parallel()
 	const reconnects = 100
-	l := newTicketLoopback(t)
-	for _, kind := range statefulStoreKinds {
+	l := tlstest.NewLoopback(t)
+	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			_, store := kind.start(t)
-			for _, v := range ticketTestVersions {
-				t.Run(v.name, func(t *testing.T) {
-					nodes := statefulFleet(t, 3, StatefulConfig{Mode: kind.mode, Store: store, Prefix: v.name + "/", Timeout: loadedCITimeout}, v.version)
-					cli := statefulClient(t, v.version)
-					if l.connect(t, cli, nodes[0].tls).DidResume {
+			for _, v := range tlstest.Versions {
+				t.Run(v.Name, func(t *testing.T) {
+					nodes := newFleet(t, 3, Config{Mode: kind.mode, Store: store, Prefix: v.Name + "/", Timeout: loadedCITimeout}, v.Version)
+					cli := newClient(t, v.Version)
+					if l.Connect(t, cli, nodes[0].tls).DidResume {
 						t.Fatal("first connection resumed")
 					}
 					resumed := 0
 					for i := range reconnects {
-						if l.connect(t, cli, nodes[(i+1)%len(nodes)].tls).DidResume {
+						if l.Connect(t, cli, nodes[(i+1)%len(nodes)].tls).DidResume {
 							resumed++
 						}
 					}
@@ -121,24 +124,29 @@ func TestStatefulFleetRoundRobin(t *testing.T) {
 	}
 }
 
-// TestStatefulStoreKilled stops the store mid-run: nothing fails, clients
+// TestStoreKilled stops the store mid-run: nothing fails, clients
 // resume on the node that issued their session, and once the store is back
 // (empty) new sessions resume across nodes again, after the breakers'
 // cooldown on the injected clock.
-func TestStatefulStoreKilled(t *testing.T) {
-	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
-	for _, kind := range statefulStoreKinds {
-		for _, v := range ticketTestVersions {
-			t.Run(kind.name+"/"+v.name, func(t *testing.T) {
+func TestStoreKilled(t *testing.T) {
+	// Not parallel: it stops and restarts servers on their ports, which a
+	// parallel test's new server could take meanwhile.
+	c := connector{tb: t, l: tlstest.NewLoopback(t)}
+	for _, kind := range storeKinds {
+		for _, v := range tlstest.Versions {
+			t.Run(kind.name+"/"+v.Name, func(t *testing.T) {
 				c.tb = t
 				srv, store := kind.start(t)
 				clk := storetest.NewClock(time.Now())
-				nodes := statefulFleet(t, 3, StatefulConfig{Mode: kind.mode, Store: store, Now: clk.Now}, v.version)
+				// A stopped store refuses connections at once, so the breaker
+				// steps do not depend on Timeout; a long one keeps the
+				// healthy steps from missing on a loaded machine.
+				nodes := newFleet(t, 3, Config{Mode: kind.mode, Store: store, Now: clk.Now, Timeout: loadedCITimeout}, v.Version)
 				a, b := nodes[0], nodes[1]
 
-				early := statefulClient(t, v.version)
+				early := newClient(t, v.Version)
 				c.expect("healthy, first", early, a, false)
-				cross := statefulClient(t, v.version)
+				cross := newClient(t, v.Version)
 				c.expect("healthy, first", cross, a, false)
 				c.expect("healthy, cross-node", cross, b, true)
 
@@ -146,12 +154,12 @@ func TestStatefulStoreKilled(t *testing.T) {
 				c.expect("store down, back to the issuing node", early, a, true)
 				c.expect("store down, cross-node", early, b, false)
 				c.expect("store down, back to the node of the last full handshake", early, b, true)
-				if got := b.metric(t, "edgeproxy_resumption_unwrap_total", "result", ResultStoreError); got != 1 {
+				if got := b.metric(t, "edgeproxy_resumption_unwrap_total", "result", resumption.ResultStoreError); got != 1 {
 					t.Fatalf("B counted %v store errors; want 1 (the cross-node handshake)", got)
 				}
 				// Each node's breaker opens after 5 consecutive failures.
 				for i, n := range nodes {
-					cli := statefulClient(t, v.version)
+					cli := newClient(t, v.Version)
 					c.expect(fmt.Sprintf("store down, node %d first", i), cli, n, false)
 					for range 3 {
 						c.expect(fmt.Sprintf("store down, node %d again", i), cli, n, true)
@@ -167,8 +175,8 @@ func TestStatefulStoreKilled(t *testing.T) {
 				}
 
 				srv.Restart()
-				clk.Advance(DefaultStatefulBreakerCooldown)
-				fresh := statefulClient(t, v.version)
+				clk.Advance(DefaultBreakerCooldown)
+				fresh := newClient(t, v.Version)
 				c.expect("store back, first", fresh, a, false)
 				for i, n := range nodes[1:] {
 					c.expect(fmt.Sprintf("store back, cross-node %d", i+1), fresh, n, true)
@@ -183,18 +191,20 @@ func TestStatefulStoreKilled(t *testing.T) {
 	}
 }
 
-// TestStatefulStoreHung pauses the store (SIGSTOP): handshakes still
+// TestStoreHung pauses the store (SIGSTOP): handshakes still
 // complete within the per-call timeout, and resume on the issuing node.
-func TestStatefulStoreHung(t *testing.T) {
-	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
-	for _, kind := range statefulStoreKinds {
-		for _, v := range ticketTestVersions {
-			t.Run(kind.name+"/"+v.name, func(t *testing.T) {
+func TestStoreHung(t *testing.T) {
+	// Not parallel: its healthy steps run under the default 25ms store
+	// timeout, which the load of other tests could exceed.
+	c := connector{tb: t, l: tlstest.NewLoopback(t)}
+	for _, kind := range storeKinds {
+		for _, v := range tlstest.Versions {
+			t.Run(kind.name+"/"+v.Name, func(t *testing.T) {
 				c.tb = t
 				srv, store := kind.start(t)
-				nodes := statefulFleet(t, 2, StatefulConfig{Mode: kind.mode, Store: store}, v.version)
+				nodes := newFleet(t, 2, Config{Mode: kind.mode, Store: store}, v.Version)
 				a, b := nodes[0], nodes[1]
-				cli := statefulClient(t, v.version)
+				cli := newClient(t, v.Version)
 				c.expect("healthy, first", cli, a, false)
 				start := time.Now()
 				c.expect("healthy, same node", cli, a, true)
@@ -221,16 +231,16 @@ func TestStatefulStoreHung(t *testing.T) {
 					t.Fatalf("B: breaker_open = %v; want 1", got)
 				}
 				t.Logf("connection time: healthy %v; store hung: same node %v, cross-node %v, breaker open %v (timeout %v per call)",
-					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), DefaultStatefulTimeout)
+					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), DefaultTimeout)
 			})
 		}
 	}
 }
 
-// statefulCapture is a Backend that records what Stateful was given and
+// capture is a resumption.Backend that records what Backend was given and
 // what it returned.
-type statefulCapture struct {
-	*Stateful
+type capture struct {
+	*Backend
 
 	// mu protects states and handles.
 	mu      sync.Mutex
@@ -238,50 +248,52 @@ type statefulCapture struct {
 	handles [][]byte
 }
 
-func (c *statefulCapture) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+// WrapSessionID is the method the Layer calls on a resumption.SessionIDer.
+func (c *capture) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, string, error) {
 	state, err := ss.Bytes()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	h, err := c.Stateful.WrapSession(cs, ss)
+	h, id, err := c.Backend.WrapSessionID(cs, ss)
 	c.mu.Lock()
 	c.states = append(c.states, state)
 	c.handles = append(c.handles, h)
 	c.mu.Unlock()
-	return h, err
+	return h, id, err
 }
 
-// TestStatefulRedisValueOpaque reads what Redis holds with a Redis client
+// TestRedisValueOpaque reads what Redis holds with a Redis client
 // of its own: neither the state nor its secret, and a key that is not the id.
-func TestStatefulRedisValueOpaque(t *testing.T) {
-	srv, store := statefulRedis(t)
+func TestRedisValueOpaque(t *testing.T) {
+	t.Parallel()
+	srv, store := startRedis(t)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	l := newTicketLoopback(t)
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
-			s, err := NewStateful(StatefulConfig{Mode: ModeRedis, Store: store, Timeout: loadedCITimeout})
+	l := tlstest.NewLoopback(t)
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
+			s, err := New(Config{Mode: resumption.ModeRedis, Store: store, Timeout: loadedCITimeout})
 			if err != nil {
 				t.Fatal(err)
 			}
-			capture := &statefulCapture{Stateful: s}
-			layer, err := New(Config{Mode: ModeRedis, Backend: capture})
+			capture := &capture{Backend: s}
+			layer, err := resumption.New(resumption.Config{Mode: resumption.ModeRedis, Backend: capture})
 			if err != nil {
 				t.Fatal(err)
 			}
-			srvCfg := &tls.Config{Certificates: []tls.Certificate{ticketTestCert(t)}, MinVersion: v.version, MaxVersion: v.version}
+			srvCfg := &tls.Config{Certificates: []tls.Certificate{tlstest.Cert(t)}, MinVersion: v.Version, MaxVersion: v.Version}
 			layer.Configure(srvCfg)
 			var keyLog bytes.Buffer
-			cli := statefulClient(t, v.version)
+			cli := newClient(t, v.Version)
 			cli.KeyLogWriter = &keyLog
-			l.connect(t, cli, srvCfg)
+			l.Connect(t, cli, srvCfg)
 
 			capture.mu.Lock()
 			state, h := capture.states[0], capture.handles[0]
 			capture.mu.Unlock()
-			secret := statefulSecret(t, state)
-			if v.version == tls.VersionTLS12 {
-				// Check statefulSecret against the key log: for TLS 1.2 the
+			secret := testSecret(t, state)
+			if v.Version == tls.VersionTLS12 {
+				// Check testSecret against the key log: for TLS 1.2 the
 				// session secret is the master secret.
 				if !strings.Contains(keyLog.String(), " "+hex.EncodeToString(secret)) {
 					t.Fatal("the parsed secret is not the connection's master secret")
@@ -315,18 +327,19 @@ func TestStatefulRedisValueOpaque(t *testing.T) {
 	}
 }
 
-func TestStatefulRevokeHandshake(t *testing.T) {
-	_, store := statefulRedis(t)
-	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
+func TestRevokeHandshake(t *testing.T) {
+	t.Parallel()
+	_, store := startRedis(t)
+	c := connector{tb: t, l: tlstest.NewLoopback(t)}
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
 			c.tb = t
-			nodes := statefulFleet(t, 2, StatefulConfig{Mode: ModeRedis, Store: store, Timeout: loadedCITimeout}, v.version)
+			nodes := newFleet(t, 2, Config{Mode: resumption.ModeRedis, Store: store, Timeout: loadedCITimeout}, v.Version)
 			a, b := nodes[0], nodes[1]
-			cache := newTicketRecordingCache()
-			cli := ticketClientConfig(t, v.version, cache)
+			cache := tlstest.NewRecordingCache()
+			cli := tlstest.ClientConfig(t, v.Version, cache)
 			c.expect("first", cli, a, false)
-			_, _, h := cache.last(t)
+			_, _, h := cache.Last(t)
 			// An operator revokes on B the session A issued.
 			if err := b.s.Revoke(context.Background(), a.s.SessionID(h)); err != nil {
 				t.Fatal(err)
@@ -337,22 +350,23 @@ func TestStatefulRevokeHandshake(t *testing.T) {
 	}
 }
 
-func TestStatefulSingleUseHandshake(t *testing.T) {
-	_, store := statefulMemcached(t)
-	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
+func TestSingleUseHandshake(t *testing.T) {
+	t.Parallel()
+	_, store := startMemcached(t)
+	c := connector{tb: t, l: tlstest.NewLoopback(t)}
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
 			c.tb = t
-			nodes := statefulFleet(t, 2, StatefulConfig{Mode: ModeMemcached, Store: store, SingleUse: true, Timeout: loadedCITimeout}, v.version)
+			nodes := newFleet(t, 2, Config{Mode: resumption.ModeMemcached, Store: store, SingleUse: true, Timeout: loadedCITimeout}, v.Version)
 			a, b := nodes[0], nodes[1]
-			cache := newTicketRecordingCache()
-			cli := ticketClientConfig(t, v.version, cache)
+			cache := tlstest.NewRecordingCache()
+			cli := tlstest.ClientConfig(t, v.Version, cache)
 			c.expect("first", cli, a, false)
-			cacheKey, first, _ := cache.last(t)
+			cacheKey, first, _ := cache.Last(t)
 			c.expect("first use", cli, b, true)
 			cache.Put(cacheKey, first) // replay the used ticket
 			c.expect("second use of the same ticket", cli, a, false)
-			if got := a.metric(t, "edgeproxy_resumption_unwrap_total", "result", ResultMiss); got < 1 {
+			if got := a.metric(t, "edgeproxy_resumption_unwrap_total", "result", resumption.ResultMiss); got < 1 {
 				t.Fatalf("A counted %v misses; want the replay", got)
 			}
 			c.expect("the fresh ticket", cli, b, true)
@@ -360,22 +374,23 @@ func TestStatefulSingleUseHandshake(t *testing.T) {
 	}
 }
 
-func TestStatefulStickyHandshake(t *testing.T) {
-	c := statefulConnector{tb: t, l: newTicketLoopback(t)}
-	for _, v := range ticketTestVersions {
-		t.Run(v.name, func(t *testing.T) {
+func TestStickyHandshake(t *testing.T) {
+	t.Parallel()
+	c := connector{tb: t, l: tlstest.NewLoopback(t)}
+	for _, v := range tlstest.Versions {
+		t.Run(v.Name, func(t *testing.T) {
 			c.tb = t
-			nodes := statefulFleet(t, 2, StatefulConfig{}, v.version)
+			nodes := newFleet(t, 2, Config{}, v.Version)
 			a, b := nodes[0], nodes[1]
-			cli := statefulClient(t, v.version)
+			cli := newClient(t, v.Version)
 			c.expect("first", cli, a, false)
 			c.expect("same node", cli, a, true)
 			c.expect("other node", cli, b, false)
 			c.expect("back on the other node", cli, b, true)
-			if got := a.metric(t, "edgeproxy_session_store_calls_total", "mode", ModeSticky, "op", "get", "result", "ok"); got != 1 {
+			if got := a.metric(t, "edgeproxy_session_store_calls_total", "mode", resumption.ModeSticky, "op", "get", "result", "ok"); got != 1 {
 				t.Fatalf("A counted %v local gets; want 1", got)
 			}
-			if got := a.metric(t, "edgeproxy_session_local_entries", "mode", ModeSticky); got != 2 {
+			if got := a.metric(t, "edgeproxy_session_local_entries", "mode", resumption.ModeSticky); got != 2 {
 				t.Fatalf("A holds %v sessions; want 2", got)
 			}
 		})

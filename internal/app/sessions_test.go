@@ -1,0 +1,66 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/proxy"
+	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
+)
+
+// TestStoreErrorNamesFieldOnce: a Redis password file that others can read
+// fails the node with one error that names the field by its path in the
+// configuration file, once, and carries no Go package paths (it used to
+// read "resumption.redis: sessioncache/redis: redis.password_file: ...").
+func TestStoreErrorNamesFieldOnce(t *testing.T) {
+	t.Parallel()
+	pw := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(pw, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	why := fmt.Sprintf("%q has mode 0644: group and others must have no access (chmod 600 %s)", pw, pw)
+	tests := []struct {
+		name string
+		res  config.Resumption
+		want string
+	}{
+		{"session store", config.Resumption{
+			Mode:  "redis",
+			Redis: redisstore.Config{Addrs: []string{"127.0.0.1:1"}, PasswordFile: pw},
+		}, "resumption.redis.password_file: " + why},
+		{"ticket key store", config.Resumption{
+			Mode: "tickets",
+			TicketKeys: config.TicketKeys{Source: "redis", Redis: config.RedisKeys{
+				Addrs: []string{"127.0.0.1:1"}, PasswordFile: pw, KEKFile: filepath.Join(t.TempDir(), "kek"),
+			}},
+		}, "resumption.ticket_keys.redis.password_file: " + why},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			admin := ""
+			cfg := config.Config{
+				Listen:     "127.0.0.1:0",
+				Admin:      &admin,
+				Routes:     []proxy.RouteConfig{{Upstreams: []string{"http://127.0.0.1:1"}}},
+				Resumption: tt.res,
+			}
+			a, err := New(Options{Config: &cfg, Logger: zap.NewNop()})
+			if err == nil {
+				a.sessions.Close()
+				t.Fatal("New accepted a password file others can read")
+			}
+			if err.Error() != tt.want {
+				t.Fatalf("error:\n got %s\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
