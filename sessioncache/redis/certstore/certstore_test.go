@@ -34,9 +34,9 @@ func TestStorageContract(t *testing.T) {
 	ctx := t.Context()
 
 	files := map[string]string{
-		"certificates/ca/a.example/a.example.crt": "cert-a",
-		"certificates/ca/a.example/a.example.key": "key-a",
-		"certificates/ca/b.example/b.example.crt": "cert-b",
+		"certificates/ca/a.example/a.example.crt":   "cert-a",
+		"certificates/ca/a.example/a.example.key":   "key-a",
+		"certificates/ca/b.example/b.example.crt":   "cert-b",
 		"certificates/ca-b/c.example/c.example.crt": "cert-c",
 		"acme/ca/users/x/x.json":                    "{}",
 		"last_clean.json":                           "",
