@@ -25,6 +25,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
 	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/acme"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
@@ -61,6 +62,7 @@ type App struct {
 	statefulMetrics *resumption.StatefulMetrics
 
 	certs    *proxy.Certs
+	acme     *acme.Manager // nil without tls.acme
 	sessions *sessions
 	server   *proxy.Server
 	admin    *proxy.Admin
@@ -144,11 +146,16 @@ func (a *App) build() error {
 	var err error
 	if len(cfg.TLS.Certificates) > 0 {
 		a.certs, err = proxy.LoadCerts(cfg.TLS.Certificates)
+	} else if cfg.TLS.ACME != nil {
+		a.certs = proxy.NewManagedOnlyCerts()
 	} else {
 		a.log.Warn("no certificate configured: using an in-memory self-signed certificate for localhost; clients must skip verification")
 		a.certs, err = proxy.SelfSignedCerts()
 	}
 	if err != nil {
+		return err
+	}
+	if err := a.buildACME(cfg); err != nil {
 		return err
 	}
 	a.sessions, err = buildSessions(context.Background(), cfg.Resumption, a.opts, a.certs, a.resMetrics, a.statefulMetrics, a.reg, a.log)
@@ -248,7 +255,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls.min_version: %w", err)
 	}
-	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v, Sessions: a.sessions.hooks()}), nil
+	return a.withACME(proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v, Sessions: a.sessions.hooks()})), nil
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
@@ -274,6 +281,10 @@ func (a *App) Start() error {
 	a.handler.Start()
 	if err := a.server.Start(); err != nil {
 		a.handler.Stop()
+		return err
+	}
+	if err := a.startACME(); err != nil {
+		a.Shutdown(context.Background())
 		return err
 	}
 	admin, err := proxy.StartAdmin(proxy.AdminConfig{
@@ -395,6 +406,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	err := a.server.Shutdown(ctx)
 	h.Stop()
 	a.admin.Shutdown(ctx)
+	a.stopACME()
 	a.sessions.Close()
 	a.closeBuiltin()
 	a.log.Info("stopped")

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/acme"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
@@ -74,6 +75,10 @@ type TLS struct {
 	// first is the default. Empty: an in-memory self-signed certificate
 	// for localhost (a warning is logged).
 	Certificates []proxy.CertConfig `yaml:"certificates"`
+	// ACME, if set, gets and renews certificates for its hosts
+	// automatically (issue #9); static Certificates still serve their
+	// names. Absent: no ACME.
+	ACME *acme.Config `yaml:"acme"`
 }
 
 // Resumption configures how sessions resume across the fleet.
@@ -252,6 +257,11 @@ func (c *Config) Validate() error {
 			add("tls.certificates[%d].key: required", i)
 		}
 	}
+	if c.TLS.ACME != nil {
+		if err := c.TLS.ACME.Validate(); err != nil {
+			errs = append(errs, prefixErrors("tls.", err))
+		}
+	}
 	// A slice, not a map: errors come out in the file's order.
 	for _, f := range []struct {
 		name string
@@ -381,4 +391,18 @@ func validHeaderName(h string) bool {
 		}
 	}
 	return true
+}
+
+// prefixErrors puts prefix before each error a section's Validate joined,
+// so that every line names its full path (tls.acme.hosts[0]).
+func prefixErrors(prefix string, err error) error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return fmt.Errorf("%s%w", prefix, err)
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, fmt.Errorf("%s%w", prefix, e))
+	}
+	return errors.Join(out...)
 }
