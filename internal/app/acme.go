@@ -1,7 +1,9 @@
 package app
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"slices"
 
@@ -57,4 +59,12 @@ func (a *App) ACMEHTTPAddr() net.Addr {
 		return nil
 	}
 	return a.acme.HTTPAddr()
+}
+
+// WaitCertificate waits until the node holds an ACME certificate for name.
+func (a *App) WaitCertificate(ctx context.Context, name string) error {
+	if a.acme == nil {
+		return errors.New("tls.acme is not configured")
+	}
+	return a.acme.WaitCertificate(ctx, name)
 }

@@ -81,6 +81,11 @@ type Manager struct {
 	cancel  context.CancelFunc
 	httpSrv *http.Server
 	httpLn  net.Listener
+
+	// cachedMu protects cached: per name, a channel closed once a
+	// certificate for it entered the cache.
+	cachedMu sync.Mutex
+	cached   map[string]chan struct{}
 }
 
 // New builds a Manager without contacting the CA or listening.
@@ -95,7 +100,7 @@ func New(o Options) (*Manager, error) {
 	}
 	log := cmp.Or(o.Logger, zap.NewNop()).Named("acme")
 	m := &Manager{
-		hosts: map[string]bool{}, tlsPort: port, httpAddr: c.HTTPListen, log: log,
+		hosts: map[string]bool{}, cached: map[string]chan struct{}{}, tlsPort: port, httpAddr: c.HTTPListen, log: log,
 		askHTTP: cmp.Or(o.AskClient, &http.Client{Timeout: DefaultAskTimeout}),
 	}
 	for _, h := range c.Hosts {
@@ -301,9 +306,46 @@ func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) 
 	case "cached_managed_cert":
 		if sans, ok := data["sans"].([]string); ok {
 			m.metrics.seen(sans)
+			m.cachedMu.Lock()
+			for _, n := range sans {
+				ch := m.cachedChan(strings.ToLower(n))
+				select {
+				case <-ch:
+				default:
+					close(ch)
+				}
+			}
+			m.cachedMu.Unlock()
 		}
 	}
 	return nil
+}
+
+// cachedChan returns name's channel; m.cachedMu must be held.
+func (m *Manager) cachedChan(name string) chan struct{} {
+	ch := m.cached[name]
+	if ch == nil {
+		ch = make(chan struct{})
+		m.cached[name] = ch
+	}
+	return ch
+}
+
+// WaitCertificate waits until a certificate for name (lower case) is in
+// the Manager's cache, obtained or loaded from storage, or ctx ends.
+func (m *Manager) WaitCertificate(ctx context.Context, name string) error {
+	m.cachedMu.Lock()
+	ch := m.cachedChan(name)
+	m.cachedMu.Unlock()
+	if len(m.cache.AllMatchingCertificates(name)) > 0 {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("acme: waiting for a certificate for %q: %w", name, ctx.Err())
+	}
 }
 
 // Start starts the plain-HTTP listener (if configured) and begins

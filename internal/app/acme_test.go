@@ -1,0 +1,159 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/internal/testacme"
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
+	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/acme"
+)
+
+// acmeNode starts a node on 127.0.0.1:port whose certificates come from the
+// Pebble CA ca, per a (CA fields filled in here).
+func acmeNode(t *testing.T, port int, ca *testacme.CA, a acme.Config, res config.Resumption) *App {
+	t.Helper()
+	a.CA, a.CARoot = ca.DirectoryURL, ca.HTTPSRootFile
+	up := httptest.NewServer(demoapp.Handler("up"))
+	t.Cleanup(up.Close)
+	admin := "127.0.0.1:0"
+	cfg := config.Config{
+		Listen:     net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Admin:      &admin,
+		TLS:        config.TLS{ACME: &a},
+		Routes:     []proxy.RouteConfig{{Upstreams: []string{up.URL}}},
+		Resumption: res,
+	}
+	log := zap.NewNop()
+	if os.Getenv("EDGEPROXY_TEST_VERBOSE") != "" {
+		log = zaptest.NewLogger(t)
+	}
+	node, err := New(Options{Config: &cfg, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		node.Shutdown(ctx)
+	})
+	return node
+}
+
+// waitCert waits for the node to hold a certificate for name. The bound is
+// generous: the wait ends on certmagic's event, not on a timer.
+func waitCert(t *testing.T, a *App, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := a.WaitCertificate(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// verifiedGet makes one HTTPS request to addr for name, verifying the
+// served certificate against roots, and returns the leaf and whether the
+// handshake resumed.
+func verifiedGet(t *testing.T, addr, name string, roots *x509.CertPool, cache tls.ClientSessionCache) (*x509.Certificate, bool) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: name, RootCAs: roots, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatalf("verified handshake with %s for %s: %v", addr, name, err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name)
+	body, err := io.ReadAll(c)
+	if err != nil || !bytes.HasPrefix(body, []byte("HTTP/1.1 200")) {
+		t.Fatalf("request via %s: %v, %.40q", addr, err, body)
+	}
+	cs := c.ConnectionState()
+	return cs.PeerCertificates[0], cs.DidResume
+}
+
+// metricLine returns the value of the sample whose line starts with
+// prefix (name and labels), or -1 if there is none.
+func metricLine(t *testing.T, a *App, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + a.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+func TestACMETLSALPN01(t *testing.T) {
+	t.Parallel()
+	port := testserver.FreePort(t)
+	ca := testacme.Start(t, testacme.Options{TLSPort: port})
+	const host = "alpn.example.com"
+	node := acmeNode(t, port, ca, acme.Config{
+		Hosts: []string{host}, Challenges: []string{acme.TLSALPN01},
+		Storage: acme.Storage{File: t.TempDir()},
+	}, config.Resumption{})
+	waitCert(t, node, host)
+
+	leaf, _ := verifiedGet(t, node.Addr().String(), host, ca.Roots, nil)
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != host {
+		t.Errorf("served certificate names %q, want [%s]", leaf.DNSNames, host)
+	}
+	if n := ca.Orders(host); n != 1 {
+		t.Errorf("CA saw %d orders for %s, want 1", n, host)
+	}
+	if v := metricLine(t, node, `edgeproxy_acme_certificates_total{action="obtain",host="`+host+`",result="success"}`); v != 1 {
+		t.Errorf("obtain success count = %v, want 1", v)
+	}
+	if v := metricLine(t, node, `edgeproxy_certificate_expiry_seconds{host="`+host+`"}`); v <= 0 {
+		t.Errorf("expiry seconds = %v, want > 0", v)
+	}
+	// The CA's validation handshakes (acme-tls/1) are neither counted as
+	// client handshakes nor as failures: only ours is.
+	total := 0.0
+	for _, v := range []string{"1.2", "1.3"} {
+		if x := metricLine(t, node, `edgeproxy_tls_handshakes_total{resumed="false",version="`+v+`"}`); x > 0 {
+			total += x
+		}
+	}
+	if total != 1 {
+		t.Errorf("handshakes counted = %v, want 1 (the client's)", total)
+	}
+	// (client_closed is not checked: before each challenge certmagic
+	// probes the port with a bare TCP connect, which closes without a
+	// ClientHello.)
+	for _, r := range []string{proxy.ReasonOther, proxy.ReasonBadClientHello, proxy.ReasonTimeout} {
+		if x := metricLine(t, node, `edgeproxy_tls_handshake_errors_total{reason="`+r+`"}`); x != 0 {
+			t.Errorf("handshake errors %s = %v, want 0", r, x)
+		}
+	}
+}
