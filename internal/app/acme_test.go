@@ -157,3 +157,80 @@ func TestACMETLSALPN01(t *testing.T) {
 		}
 	}
 }
+
+func TestACMEHTTP01AndRedirect(t *testing.T) {
+	t.Parallel()
+	port, httpPort := testserver.FreePort(t), testserver.FreePort(t)
+	ca := testacme.Start(t, testacme.Options{HTTPPort: httpPort})
+	const host = "http01.example.com"
+	node := acmeNode(t, port, ca, acme.Config{
+		Hosts: []string{host}, Challenges: []string{acme.HTTP01},
+		HTTPListen: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)),
+		Storage:    acme.Storage{File: t.TempDir()},
+	}, config.Resumption{})
+	waitCert(t, node, host)
+	verifiedGet(t, node.Addr().String(), host, ca.Roots, nil)
+	if n := ca.Orders(host); n != 1 {
+		t.Errorf("CA saw %d orders for %s, want 1", n, host)
+	}
+
+	// Everything else on the plain-HTTP listener redirects to https.
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", "http://"+node.ACMEHTTPAddr().String()+"/some/path?q=1", nil)
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := "https://" + host + ":" + strconv.Itoa(port) + "/some/path?q=1"
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Errorf("plain HTTP: %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+}
+
+// Each ACME host is its own certificate group: a session issued under one
+// host's certificate never resumes under another's.
+func TestACMEScopePerHost(t *testing.T) {
+	t.Parallel()
+	port := testserver.FreePort(t)
+	ca := testacme.Start(t, testacme.Options{TLSPort: port})
+	node := acmeNode(t, port, ca, acme.Config{
+		Hosts:   []string{"one.example.com", "two.example.com"},
+		Storage: acme.Storage{File: t.TempDir()},
+	}, config.Resumption{})
+	waitCert(t, node, "one.example.com")
+	waitCert(t, node, "two.example.com")
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(proxy.VersionName(v), func(t *testing.T) {
+			cache := tls.NewLRUClientSessionCache(4)
+			dial := func(name string) bool {
+				c, err := tls.Dial("tcp", node.Addr().String(), &tls.Config{
+					ServerName: name, InsecureSkipVerify: true, ClientSessionCache: cache,
+					MinVersion: v, MaxVersion: v, NextProtos: []string{"http/1.1"},
+				})
+				if err != nil {
+					t.Fatalf("handshake for %s: %v", name, err)
+				}
+				defer c.Close()
+				fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name)
+				io.ReadAll(c)
+				return c.ConnectionState().DidResume
+			}
+			dial("one.example.com")
+			// Offer one's session for two (the client would not, on its own).
+			sess, ok := cache.Get("one.example.com")
+			if !ok {
+				t.Fatal("no session cached for one.example.com")
+			}
+			cache.Put("two.example.com", sess)
+			if dial("two.example.com") {
+				t.Error("a session from one.example.com resumed under two.example.com")
+			}
+			cache.Put("one.example.com", sess)
+			if !dial("one.example.com") {
+				t.Error("the session did not resume under its own host (control)")
+			}
+		})
+	}
+}
