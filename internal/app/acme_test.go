@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +26,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/testserver"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/proxy/acme"
+	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
+	"github.com/edgeproxy/edgeproxy/sessioncache/redis/certstore"
 )
 
 // acmeNode starts a node on 127.0.0.1:port whose certificates come from the
@@ -233,4 +236,76 @@ func TestACMEScopePerHost(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Three nodes sharing the Redis certificate storage order the certificate
+// once and serve the same one; sessions on the ACME host resume across
+// nodes in tickets mode and in redis mode.
+func TestACMEFleetOnRedis(t *testing.T) {
+	t.Parallel()
+	redis := testserver.Redis(t)
+	storage := acme.Storage{Redis: &certstore.Config{
+		Redis:        redisstore.Config{Addrs: []string{redis.Addr}, KeyPrefix: "certs/"},
+		PollInterval: 50 * time.Millisecond,
+	}}
+	ports := []int{testserver.FreePort(t), testserver.FreePort(t), testserver.FreePort(t)}
+	// The CA validates against the first node only; whichever node wins
+	// the lock and orders, the first one answers from the shared storage.
+	ca := testacme.Start(t, testacme.Options{TLSPort: ports[0]})
+	const host = "fleet.example.com"
+	keyFile := filepath.Join(t.TempDir(), "ticket.key")
+	writeKeys(t, keyFile, newKey(t))
+	tickets := config.Resumption{TicketKeys: config.TicketKeys{Source: "file", Files: []string{keyFile}}}
+	var nodes []*App
+	for _, p := range ports {
+		nodes = append(nodes, acmeNode(t, p, ca, acme.Config{Hosts: []string{host}, Storage: storage}, tickets))
+	}
+	var serial string
+	for i, n := range nodes {
+		waitCert(t, n, host)
+		leaf, _ := verifiedGet(t, n.Addr().String(), host, ca.Roots, nil)
+		if i == 0 {
+			serial = leaf.SerialNumber.String()
+		} else if leaf.SerialNumber.String() != serial {
+			t.Errorf("node %d serves certificate %s, node 0 serves %s", i, leaf.SerialNumber, serial)
+		}
+	}
+	if n := ca.Orders(host); n != 1 {
+		t.Fatalf("CA saw %d orders for %s from 3 nodes, want exactly 1", n, host)
+	}
+
+	resumesAcross := func(t *testing.T, a, b *App) {
+		t.Helper()
+		for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+			cache := tls.NewLRUClientSessionCache(1)
+			c := &tls.Config{ServerName: host, RootCAs: ca.Roots, ClientSessionCache: cache, MinVersion: v, MaxVersion: v}
+			dial := func(n *App) bool {
+				conn, err := tls.Dial("tcp", n.Addr().String(), c)
+				if err != nil {
+					t.Fatalf("TLS %s handshake: %v", proxy.VersionName(v), err)
+				}
+				defer conn.Close()
+				fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
+				io.ReadAll(conn)
+				return conn.ConnectionState().DidResume
+			}
+			dial(a)
+			if !dial(b) {
+				t.Errorf("TLS %s: session from one node did not resume on another", proxy.VersionName(v))
+			}
+		}
+	}
+	t.Run("tickets", func(t *testing.T) { resumesAcross(t, nodes[0], nodes[2]) })
+	t.Run("redis", func(t *testing.T) {
+		res := config.Resumption{Mode: "redis", Store: config.Store{Timeout: time.Second}}
+		res.Redis.Addrs = []string{redis.Addr}
+		a := acmeNode(t, testserver.FreePort(t), ca, acme.Config{Hosts: []string{host}, Storage: storage}, res)
+		b := acmeNode(t, testserver.FreePort(t), ca, acme.Config{Hosts: []string{host}, Storage: storage}, res)
+		waitCert(t, a, host)
+		waitCert(t, b, host)
+		resumesAcross(t, a, b)
+		if n := ca.Orders(host); n != 1 {
+			t.Errorf("CA saw %d orders for %s from 5 nodes, want exactly 1", n, host)
+		}
+	})
 }
