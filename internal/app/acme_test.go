@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
@@ -34,6 +35,15 @@ import (
 // Pebble CA ca, per a (CA fields filled in here).
 func acmeNode(t *testing.T, port int, ca *testacme.CA, a acme.Config, res config.Resumption) *App {
 	t.Helper()
+	log := zap.NewNop()
+	if os.Getenv("EDGEPROXY_TEST_VERBOSE") != "" {
+		log = zaptest.NewLogger(t)
+	}
+	return acmeNodeLog(t, port, ca, a, res, log)
+}
+
+func acmeNodeLog(t *testing.T, port int, ca *testacme.CA, a acme.Config, res config.Resumption, log *zap.Logger) *App {
+	t.Helper()
 	a.CA, a.CARoot = ca.DirectoryURL, ca.HTTPSRootFile
 	up := httptest.NewServer(demoapp.Handler("up"))
 	t.Cleanup(up.Close)
@@ -44,10 +54,6 @@ func acmeNode(t *testing.T, port int, ca *testacme.CA, a acme.Config, res config
 		TLS:        config.TLS{ACME: &a},
 		Routes:     []proxy.RouteConfig{{Upstreams: []string{up.URL}}},
 		Resumption: res,
-	}
-	log := zap.NewNop()
-	if os.Getenv("EDGEPROXY_TEST_VERBOSE") != "" {
-		log = zaptest.NewLogger(t)
 	}
 	node, err := New(Options{Config: &cfg, Logger: log})
 	if err != nil {
@@ -308,4 +314,103 @@ func TestACMEFleetOnRedis(t *testing.T) {
 			t.Errorf("CA saw %d orders for %s from 5 nodes, want exactly 1", n, host)
 		}
 	})
+}
+
+// dialFails reports the handshake error for name, failing the test if the
+// handshake succeeds. The error comes back promptly as an alert.
+func dialFails(t *testing.T, addr, name string) error {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+	if err == nil {
+		c.Close()
+		t.Fatalf("handshake for %s succeeded, want it refused", name)
+	}
+	if !strings.Contains(err.Error(), "remote error") {
+		t.Errorf("handshake for %s: %v, want a TLS alert from the server", name, err)
+	}
+	return err
+}
+
+func TestACMEOnDemandAllowList(t *testing.T) {
+	t.Parallel()
+	port := testserver.FreePort(t)
+	ca := testacme.Start(t, testacme.Options{TLSPort: port})
+	node := acmeNode(t, port, ca, acme.Config{
+		OnDemand: &acme.OnDemand{Allow: []string{"*.allowed.example.com"}},
+		Storage:  acme.Storage{File: t.TempDir()},
+	}, config.Resumption{})
+	for _, name := range []string{"x.other.example.com", "allowed.example.com", "a.b.allowed.example.com"} {
+		dialFails(t, node.Addr().String(), name)
+		if n := ca.Orders(name); n != 0 {
+			t.Errorf("CA saw %d orders for %s, outside the allow list", n, name)
+		}
+	}
+	// Control: an allowed name gets its certificate during the handshake.
+	verifiedGet(t, node.Addr().String(), "y.allowed.example.com", ca.Roots, nil)
+	if n := ca.Orders("y.allowed.example.com"); n != 1 {
+		t.Errorf("CA saw %d orders for an allowed name, want 1", n)
+	}
+}
+
+func TestACMEOnDemandAsk(t *testing.T) {
+	t.Parallel()
+	port := testserver.FreePort(t)
+	ca := testacme.Start(t, testacme.Options{TLSPort: port})
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("domain") == "yes.example.com" {
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer ask.Close()
+	node := acmeNode(t, port, ca, acme.Config{
+		OnDemand: &acme.OnDemand{Ask: ask.URL + "/check"},
+		Storage:  acme.Storage{File: t.TempDir()},
+	}, config.Resumption{})
+	dialFails(t, node.Addr().String(), "no.example.com")
+	if n := ca.Orders("no.example.com"); n != 0 {
+		t.Errorf("CA saw %d orders for a name ask refused", n)
+	}
+	verifiedGet(t, node.Addr().String(), "yes.example.com", ca.Roots, nil)
+	if n := ca.Orders("yes.example.com"); n != 1 {
+		t.Errorf("CA saw %d orders for a name ask allowed, want 1", n)
+	}
+}
+
+// A configured host whose certificate cannot be obtained (the CA cannot
+// validate it: nothing answers on the port it checks) fails its handshakes
+// with an alert, counts the failure, and the node keeps serving.
+func TestACMEHostWithoutCertificate(t *testing.T) {
+	t.Parallel()
+	port := testserver.FreePort(t)
+	ca := testacme.Start(t, testacme.Options{TLSPort: testserver.FreePort(t)}) // a port nobody listens on
+	core, logs := observer.New(zap.ErrorLevel)
+	node := acmeNodeLog(t, port, ca, acme.Config{
+		Hosts: []string{"nocert.example.com"}, Storage: acme.Storage{File: t.TempDir()},
+	}, config.Resumption{}, zap.New(core))
+	dialFails(t, node.Addr().String(), "nocert.example.com")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := node.acme.WaitFailure(ctx, "nocert.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if v := metricLine(t, node, `edgeproxy_acme_certificates_total{action="obtain",host="nocert.example.com",result="failure"}`); v < 1 {
+		t.Errorf("obtain failures = %v, want >= 1", v)
+	}
+	// The log names the host and carries the CA's problem detail.
+	found := false
+	for _, e := range logs.FilterMessage("certificate not obtained").All() {
+		ctx := e.ContextMap()
+		if ctx["host"] == "nocert.example.com" && strings.Contains(fmt.Sprint(ctx["error"]), "urn:ietf:params:acme:error") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no error log with the host and the CA's problem; logged: %v", logs.All())
+	}
+	// The node keeps serving: a client still completes a handshake (here
+	// for a name that gets the alert path, so check the listener is alive
+	// with a second attempt that is answered, not hung).
+	dialFails(t, node.Addr().String(), "nocert.example.com")
 }

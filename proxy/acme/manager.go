@@ -82,10 +82,10 @@ type Manager struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 
-	// cachedMu protects cached: per name, a channel closed once a
-	// certificate for it entered the cache.
-	cachedMu sync.Mutex
-	cached   map[string]chan struct{}
+	// signalsMu protects signals: per event kind and name, a channel
+	// closed once that happened (see WaitCertificate, WaitFailure).
+	signalsMu sync.Mutex
+	signals   map[signalKey]chan struct{}
 }
 
 // New builds a Manager without contacting the CA or listening.
@@ -100,7 +100,7 @@ func New(o Options) (*Manager, error) {
 	}
 	log := cmp.Or(o.Logger, zap.NewNop()).Named("acme")
 	m := &Manager{
-		hosts: map[string]bool{}, cached: map[string]chan struct{}{}, tlsPort: port, httpAddr: c.HTTPListen, log: log,
+		hosts: map[string]bool{}, signals: map[signalKey]chan struct{}{}, tlsPort: port, httpAddr: c.HTTPListen, log: log,
 		askHTTP: cmp.Or(o.AskClient, &http.Client{Timeout: DefaultAskTimeout}),
 	}
 	for _, h := range c.Hosts {
@@ -303,49 +303,81 @@ func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) 
 		// The error carries the CA's problem document (type, detail),
 		// e.g. a rate limit or the reason a challenge failed.
 		m.log.Error("certificate not obtained", zap.String("host", host), zap.String("action", action), zap.Error(err))
+		m.signal(signalFailed, host)
 	case "cached_managed_cert":
 		if sans, ok := data["sans"].([]string); ok {
 			m.metrics.seen(sans)
-			m.cachedMu.Lock()
 			for _, n := range sans {
-				ch := m.cachedChan(strings.ToLower(n))
-				select {
-				case <-ch:
-				default:
-					close(ch)
-				}
+				m.signal(signalCached, n)
 			}
-			m.cachedMu.Unlock()
 		}
 	}
 	return nil
 }
 
-// cachedChan returns name's channel; m.cachedMu must be held.
-func (m *Manager) cachedChan(name string) chan struct{} {
-	ch := m.cached[name]
+type signalKey struct {
+	kind int
+	name string
+}
+
+const (
+	signalCached = iota // a certificate entered the cache
+	signalFailed        // an obtain or renew attempt failed
+)
+
+// signalChan returns the channel of (kind, name); m.signalsMu must be held.
+func (m *Manager) signalChan(kind int, name string) chan struct{} {
+	k := signalKey{kind, strings.ToLower(name)}
+	ch := m.signals[k]
 	if ch == nil {
 		ch = make(chan struct{})
-		m.cached[name] = ch
+		m.signals[k] = ch
 	}
 	return ch
 }
 
-// WaitCertificate waits until a certificate for name (lower case) is in
-// the Manager's cache, obtained or loaded from storage, or ctx ends.
-func (m *Manager) WaitCertificate(ctx context.Context, name string) error {
-	m.cachedMu.Lock()
-	ch := m.cachedChan(name)
-	m.cachedMu.Unlock()
-	if len(m.cache.AllMatchingCertificates(name)) > 0 {
-		return nil
+func (m *Manager) signal(kind int, name string) {
+	m.signalsMu.Lock()
+	defer m.signalsMu.Unlock()
+	ch := m.signalChan(kind, name)
+	select {
+	case <-ch:
+	default:
+		close(ch)
 	}
+}
+
+func (m *Manager) wait(ctx context.Context, kind int, name string) error {
+	m.signalsMu.Lock()
+	ch := m.signalChan(kind, name)
+	m.signalsMu.Unlock()
 	select {
 	case <-ch:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("acme: waiting for a certificate for %q: %w", name, ctx.Err())
+		return ctx.Err()
 	}
+}
+
+// WaitCertificate waits until a certificate for name is in the Manager's
+// cache, obtained or loaded from storage, or ctx ends.
+func (m *Manager) WaitCertificate(ctx context.Context, name string) error {
+	if len(m.cache.AllMatchingCertificates(strings.ToLower(name))) > 0 {
+		return nil
+	}
+	if err := m.wait(ctx, signalCached, name); err != nil {
+		return fmt.Errorf("acme: waiting for a certificate for %q: %w", name, err)
+	}
+	return nil
+}
+
+// WaitFailure waits until an attempt to obtain or renew name's certificate
+// failed (since the Manager started), or ctx ends.
+func (m *Manager) WaitFailure(ctx context.Context, name string) error {
+	if err := m.wait(ctx, signalFailed, name); err != nil {
+		return fmt.Errorf("acme: waiting for a failed attempt for %q: %w", name, err)
+	}
+	return nil
 }
 
 // Start starts the plain-HTTP listener (if configured) and begins
