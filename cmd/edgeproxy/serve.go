@@ -34,6 +34,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
 		pprof      = fs.Bool("pprof", false, "serve /debug/pprof on the admin listener")
 	)
+	acmeOverrides := acmeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,6 +99,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		if set["pprof"] {
 			c.Pprof = *pprof
 		}
+		acmeOverrides(c, set)
 	}
 
 	opts := app.Options{ConfigPath: *configPath, Overrides: overrides}
