@@ -2,7 +2,7 @@
 // VA, in-process) behind an HTTPS test server, with a challtestsrv DNS
 // server on loopback that resolves every name to 127.0.0.1. Pebble's VA
 // really validates challenges, against the ports given to Start; it does
-// not use PEBBLE_VA_ALWAYS_VALID. The CA counts the orders it receives per
+// not use PEBBLE_VA_ALWAYS_VALID. The CA counts the orders it creates per
 // name.
 package testacme
 
@@ -101,34 +101,62 @@ func Start(t testing.TB, o Options) *CA {
 	return c
 }
 
-// Orders returns how many new-order requests named identifier.
+// Orders returns how many orders the CA created for identifier.
 func (c *CA) Orders(identifier string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.orders[identifier]
 }
 
-// countOrders reads the identifiers of each new-order request (a JWS whose
-// payload is {"identifiers": [{"type", "value"}]}) before Pebble does.
+// countOrders counts the orders Pebble created (201 answers to new-order),
+// per identifier, read from the request: a JWS whose payload is
+// {"identifiers": [{"type", "value"}]}. Requests Pebble refuses (it rejects
+// a few nonces at random, as a real CA may) are not orders.
 func (c *CA) countOrders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
-			body, _ := io.ReadAll(r.Body)
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			var jws struct{ Payload string }
-			var order struct{ Identifiers []struct{ Value string } }
-			if json.Unmarshal(body, &jws) == nil {
-				if p, err := base64.RawURLEncoding.DecodeString(jws.Payload); err == nil && json.Unmarshal(p, &order) == nil {
-					c.mu.Lock()
-					for _, id := range order.Identifiers {
-						c.orders[id.Value]++
-					}
-					c.mu.Unlock()
-				}
-			}
+		if r.Method != http.MethodPost || r.URL.Path != "/order-plz" {
+			next.ServeHTTP(w, r)
+			return
 		}
-		next.ServeHTTP(w, r)
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.status != http.StatusCreated {
+			return
+		}
+		var jws struct{ Payload string }
+		var order struct{ Identifiers []struct{ Value string } }
+		if json.Unmarshal(body, &jws) != nil {
+			return
+		}
+		if p, err := base64.RawURLEncoding.DecodeString(jws.Payload); err == nil && json.Unmarshal(p, &order) == nil {
+			c.mu.Lock()
+			for _, id := range order.Identifiers {
+				c.orders[id.Value]++
+			}
+			c.mu.Unlock()
+		}
 	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // waitListening waits (bounded) until addr accepts TCP connections:

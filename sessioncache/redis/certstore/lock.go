@@ -27,12 +27,16 @@ end
 return 0`)
 
 // Lock takes the named lock, waiting (polling every PollInterval) while
-// another holder has it, until ctx ends. It errors if this Storage already
-// holds it: certmagic locks per Storage value, and a second Lock from the
-// same Storage would otherwise wait for itself.
+// another holder has it, until ctx ends. Another goroutine of the same
+// Storage is another holder: a second Lock of a held name waits too.
 func (s *Storage) Lock(ctx context.Context, name string) error {
 	for {
 		ok, err := s.TryLock(ctx, name)
+		if err != nil && ctx.Err() != nil {
+			// go-redis reports a deadline reached mid-call as an i/o
+			// timeout; the caller asked for ctx's error.
+			return fmt.Errorf("certstore: waiting for lock %q: %w", name, ctx.Err())
+		}
 		if err != nil || ok {
 			return err
 		}
