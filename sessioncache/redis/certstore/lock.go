@@ -32,10 +32,10 @@ return 0`)
 func (s *Storage) Lock(ctx context.Context, name string) error {
 	for {
 		ok, err := s.TryLock(ctx, name)
-		if err != nil && ctx.Err() != nil {
+		if cerr := ctxErr(ctx); err != nil && cerr != nil {
 			// go-redis reports a deadline reached mid-call as an i/o
 			// timeout; the caller asked for ctx's error.
-			return fmt.Errorf("certstore: waiting for lock %q: %w", name, ctx.Err())
+			return fmt.Errorf("certstore: waiting for lock %q: %w", name, cerr)
 		}
 		if err != nil || ok {
 			return err
@@ -48,6 +48,19 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// ctxErr is ctx.Err(), or DeadlineExceeded once ctx's deadline passed even
+// if its timer has not fired yet (the socket deadline go-redis derives from
+// it can fire first).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // TryLock takes the named lock if it is free and reports whether it did.
