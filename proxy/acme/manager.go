@@ -399,6 +399,7 @@ func (m *Manager) Start() error {
 		m.httpSrv = &http.Server{
 			Handler:           m.issuer.HTTPChallengeHandler(http.HandlerFunc(m.redirect)),
 			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       time.Minute,
 			ErrorLog:          zap.NewStdLog(m.log),
 		}
 		go m.httpSrv.Serve(ln)
