@@ -27,8 +27,41 @@ type CertConfig struct {
 // connection's resumption scope: a session issued under one certificate never
 // resumes under another. Certs is safe for concurrent use.
 type Certs struct {
-	files []CertConfig
-	set   atomic.Pointer[certSet]
+	files   []CertConfig
+	set     atomic.Pointer[certSet]
+	managed atomic.Pointer[managedRef]
+}
+
+// ManagedCerts is a certificate source that manages its own names, such as
+// ACME (proxy/acme.Manager). Its methods must be safe for concurrent use.
+type ManagedCerts interface {
+	// Manages reports whether the source answers for a lower-case server
+	// name.
+	Manages(serverName string) bool
+	// GetCertificate is a tls.Config.GetCertificate hook for those names
+	// and for TLS-ALPN-01 validation handshakes.
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// Scope returns the resumption scope (certificate group) of a name it
+	// answers for; it must differ from every static group ("N:name").
+	Scope(serverName string) string
+}
+
+type managedRef struct{ m ManagedCerts }
+
+// SetManaged adds a managed source. SNI then picks, in this order: a static
+// certificate naming the server exactly; the managed source, if it answers
+// for the name (and always for a TLS-ALPN-01 validation handshake, which
+// offers only the "acme-tls/1" protocol); a static wildcard certificate;
+// the first static certificate. Without static certificates, a name the
+// source does not answer for fails its handshake.
+func (c *Certs) SetManaged(m ManagedCerts) { c.managed.Store(&managedRef{m}) }
+
+// NewManagedOnlyCerts returns Certs with no static certificate, for a node
+// whose certificates all come from the source set with SetManaged.
+func NewManagedOnlyCerts() *Certs {
+	c := &Certs{}
+	c.set.Store(newCertSet(nil))
+	return c
 }
 
 // certSet is an immutable snapshot of loaded certificates.
@@ -175,13 +208,44 @@ func hasUpper(s string) bool {
 
 // GetCertificate is a tls.Config.GetCertificate hook.
 func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return c.set.Load().pick(hello.ServerName).cert, nil
+	if m := c.managedFor(hello.ServerName, len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmeTLSProtocol); m != nil {
+		return m.GetCertificate(hello)
+	}
+	e := c.set.Load().pick(hello.ServerName)
+	if e == nil {
+		return nil, fmt.Errorf("proxy: no certificate for server name %q", hello.ServerName)
+	}
+	return e.cert, nil
 }
 
 // Scope returns the certificate group a connection's SNI selects. It is the
 // resumption scope: see resumption.Config.Scope.
 func (c *Certs) Scope(cs tls.ConnectionState) string {
-	return c.set.Load().pick(cs.ServerName).group
+	if m := c.managedFor(cs.ServerName, false); m != nil {
+		return m.Scope(strings.ToLower(cs.ServerName))
+	}
+	if e := c.set.Load().pick(cs.ServerName); e != nil {
+		return e.group
+	}
+	return ""
+}
+
+// managedFor returns the managed source if it serves serverName: no static
+// certificate names it exactly, and the source answers for it (or the
+// handshake is a TLS-ALPN-01 validation).
+func (c *Certs) managedFor(serverName string, acmeTLS bool) ManagedCerts {
+	ref := c.managed.Load()
+	if ref == nil || serverName == "" {
+		return nil
+	}
+	name := strings.ToLower(serverName)
+	if acmeTLS {
+		return ref.m
+	}
+	if c.set.Load().exact[name] != nil || !ref.m.Manages(name) {
+		return nil
+	}
+	return ref.m
 }
 
 // Covers reports whether the certificate a connection with this SNI server

@@ -15,6 +15,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// acmeTLSProtocol is the ALPN protocol of TLS-ALPN-01 validation
+// handshakes (RFC 8737), negotiated only when the config offers it (ACME).
+const acmeTLSProtocol = "acme-tls/1"
+
 // DefaultHandshakeTimeout bounds a TLS handshake when none is configured.
 const DefaultHandshakeTimeout = 10 * time.Second
 
@@ -108,6 +112,10 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		value.HandshakeDone(err)
 	}
 	if err != nil {
+		if tc.ConnectionState().NegotiatedProtocol == acmeTLSProtocol {
+			raw.Close() // a failed ACME validation is not a client's failure
+			return
+		}
 		// Count before closing, so a client that sees the close can rely
 		// on the count.
 		if l.ctx.Err() == nil {
@@ -119,6 +127,12 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		return
 	}
 	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol == acmeTLSProtocol {
+		// A TLS-ALPN-01 validation (RFC 8737): the CA only looks at the
+		// certificate. Not a client handshake, and nothing for HTTP.
+		tc.Close()
+		return
+	}
 	l.metrics.handshakeDone(cs.Version, cs.DidResume, time.Since(start).Seconds())
 	_ = raw.SetDeadline(time.Time{})
 	if value != nil {

@@ -43,6 +43,7 @@ func serveFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error
 		adminToken = fs.String("admin-token-file", "", "file holding the bearer token the admin listener's pprof and DELETE /sessions/{id} require (mode 0600)")
 		adminHosts = fs.String("admin-hosts", "", "names, comma-separated, the admin listener accepts in a Host header besides IP literals and localhost")
 	)
+	acmeOverrides := acmeFlags(fs)
 	return func(args []string) error {
 		if len(args) > 0 {
 			return fmt.Errorf("unexpected arguments: %q", args)
@@ -111,6 +112,7 @@ func serveFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error
 			if set["admin-hosts"] {
 				c.AdminHosts = splitList(*adminHosts)
 			}
+			acmeOverrides(c, set)
 		}
 
 		opts := app.Options{ConfigPath: *configPath, Overrides: overrides}

@@ -28,6 +28,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
 	"github.com/edgeproxy/edgeproxy/internal/promreg"
 	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/acme"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	"github.com/edgeproxy/edgeproxy/ticketkeys"
@@ -65,6 +66,7 @@ type App struct {
 	statefulMetrics *stateful.Metrics
 
 	certs    *proxy.Certs
+	acme     *acme.Manager // nil without tls.acme
 	sessions *sessions
 	server   *proxy.Server
 	admin    *proxy.Admin
@@ -161,11 +163,16 @@ func (a *App) build() error {
 	}
 	if len(cfg.TLS.Certificates) > 0 {
 		a.certs, err = proxy.LoadCerts(cfg.TLS.Certificates)
+	} else if cfg.TLS.ACME != nil {
+		a.certs = proxy.NewManagedOnlyCerts()
 	} else {
 		a.log.Warn("no certificate configured: using an in-memory self-signed certificate for localhost; clients must skip verification")
 		a.certs, err = proxy.SelfSignedCerts()
 	}
 	if err != nil {
+		return err
+	}
+	if err := a.buildACME(cfg); err != nil {
 		return err
 	}
 	a.sessions, err = buildSessions(context.Background(), cfg.Resumption, a.opts, a.certs, a.resMetrics, a.statefulMetrics, a.reg, a.log)
@@ -267,7 +274,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls.min_version: %w", err)
 	}
-	return proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v}), nil
+	return a.withACME(proxy.NewTLSConfig(proxy.TLSOptions{Certs: a.certs, MinVersion: v})), nil
 }
 
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
@@ -296,6 +303,10 @@ func (a *App) Start() error {
 	a.handler.Start()
 	if err := a.server.Start(); err != nil {
 		a.handler.Stop()
+		return err
+	}
+	if err := a.startACME(); err != nil {
+		a.Shutdown(context.Background())
 		return err
 	}
 	admin, err := proxy.StartAdmin(proxy.AdminConfig{
@@ -445,6 +456,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	err := a.server.Shutdown(ctx)
 	h.Stop()
 	a.admin.Shutdown(ctx)
+	a.stopACME()
 	a.sessions.Close()
 	a.closeBuiltin()
 	a.log.Info("stopped")

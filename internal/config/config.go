@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeproxy/edgeproxy/proxy"
+	"github.com/edgeproxy/edgeproxy/proxy/acme"
 	"github.com/edgeproxy/edgeproxy/resumption"
 	"github.com/edgeproxy/edgeproxy/resumption/stateful"
 	memcachestore "github.com/edgeproxy/edgeproxy/sessioncache/memcache"
@@ -103,6 +104,10 @@ type TLS struct {
 	// Host the connection's certificate (chosen by SNI) does not cover:
 	// HTTP/2 connection reuse across certificate groups, domain fronting.
 	StrictSNIHost bool `yaml:"strict_sni_host"`
+	// ACME, if set, gets and renews certificates for its hosts
+	// automatically (issue #9); static Certificates still serve their
+	// names. Absent: no ACME.
+	ACME *acme.Config `yaml:"acme"`
 }
 
 // Resumption configures how sessions resume across the fleet.
@@ -295,6 +300,11 @@ func (c *Config) Validate() error {
 			add("tls.certificates[%d].key: required", i)
 		}
 	}
+	if c.TLS.ACME != nil {
+		if err := c.TLS.ACME.Validate(); err != nil {
+			errs = append(errs, prefixErrors("tls.", err))
+		}
+	}
 	// A slice, not a map: errors come out in the file's order.
 	for _, f := range []struct {
 		name string
@@ -466,4 +476,18 @@ func validHostName(h string) bool {
 		}
 	}
 	return true
+}
+
+// prefixErrors puts prefix before each error a section's Validate joined,
+// so that every line names its full path (tls.acme.hosts[0]).
+func prefixErrors(prefix string, err error) error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return fmt.Errorf("%s%w", prefix, err)
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, fmt.Errorf("%s%w", prefix, e))
+	}
+	return errors.Join(out...)
 }
