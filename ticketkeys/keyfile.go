@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"io"
 	"io/fs"
 	"os"
@@ -45,52 +46,17 @@ const (
 	FormatBinary KeyFileFormat = "binary"
 )
 
-// FileModeError reports a key file that its group or others may read.
-type FileModeError struct {
-	Path string
-	Mode fs.FileMode
-}
+// FileModeError reports a key file that its group or others may read; see
+// internal/secretfile for the rule.
+type FileModeError = secretfile.ModeError
 
-func (e *FileModeError) Error() string {
-	return fmt.Sprintf("ticketkeys: key file %q has mode %#o, readable by group or others: chmod 600 it (in Kubernetes, set defaultMode: 0400 on the secret volume)",
-		e.Path, uint32(e.Mode.Perm()))
-}
-
-// ReadSecretFile reads a file holding key material, refusing anything but a
-// regular file that only its owner can read (a *FileModeError), and files
-// larger than limit. The mode is checked on the open file, so a swap between
-// the check and the read cannot slip a readable file in. Other secrets (the
-// admin token) are read with the same rules. The caller should clear the
-// data when done.
+// ReadSecretFile reads a file holding key material under the rule of
+// internal/secretfile: regular, at most limit bytes, and readable by its
+// owner alone (or by its group, for a root-owned Kubernetes Secret read by
+// a non-root edgeproxy). A file that breaks the rule gives a *FileModeError.
+// The caller should clear the data when done.
 func ReadSecretFile(path string, limit int64) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("ticketkeys: opening key file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("ticketkeys: reading key file %q: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("ticketkeys: key file %q is not a regular file (mode %s)", path, fi.Mode())
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, nil, &FileModeError{Path: path, Mode: fi.Mode()}
-	}
-	if fi.Size() > limit {
-		return nil, nil, fmt.Errorf("ticketkeys: key file %q is %d bytes, more than the %d allowed", path, fi.Size(), limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		clear(data)
-		return nil, nil, fmt.Errorf("ticketkeys: reading key file %q: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		clear(data)
-		return nil, nil, fmt.Errorf("ticketkeys: key file %q is more than the %d bytes allowed", path, limit)
-	}
-	return data, fi, nil
+	return secretfile.Read(path, limit)
 }
 
 // keySizeOf returns the per-key size of a key file of n bytes. keySize 0

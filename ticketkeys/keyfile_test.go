@@ -167,7 +167,7 @@ func TestLoadKeyFiles(t *testing.T) {
 	}{
 		{"one file", []string{a}, 2, "", 0},
 		{"list of files, mixed sizes", []string{a, b}, 3, "", 0},
-		{"world readable", []string{open}, 0, `key file "` + open + `" has mode 0644, readable by group or others: chmod 600`, 0o644},
+		{"world readable", []string{open}, 0, `"` + open + `" has mode 0644: group and others must have no access (chmod 600`, 0o644},
 		{"group readable", []string{a, groupRead}, 0, "has mode 0640", 0o640},
 		{"empty", []string{empty}, 0, `key file "` + empty + `": file is empty`, 0},
 		{"wrong size", []string{short}, 0, "size 47 bytes is not a whole number of keys", 0},

@@ -113,7 +113,7 @@ func TestConfigCheckLoadsFiles(t *testing.T) {
 	for _, want := range []string{
 		bad + `: tls.certificates[0].cert: "` + missing + `": no such file or directory`,
 		bad + `: tls.certificates[1]: cert "` + certA + `", key "` + keyB + `": tls: private key does not match public key`,
-		bad + `: resumption.ticket_keys.files[0]: ticketkeys: key file "` + readable + `" has mode 0644`,
+		bad + `: resumption.ticket_keys.files[0]: "` + readable + `" has mode 0644`,
 		"1 of 2 file(s) have problems",
 	} {
 		if !strings.Contains(e, want) {

@@ -14,7 +14,6 @@ import (
 	"net/http/httputil"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
 	"github.com/edgeproxy/edgeproxy/internal/promreg"
+	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/proxy/acme"
 	"github.com/edgeproxy/edgeproxy/resumption"
@@ -420,20 +420,15 @@ func (a *App) Reload() error {
 	return nil
 }
 
-// readAdminToken reads the admin bearer token from path, with the rules of
-// ticket key files (owner-only, small). Empty path: no token.
+// readAdminToken reads the admin bearer token from path, with the rule of
+// every secret file (internal/secretfile). Empty path: no token.
 func readAdminToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	data, _, err := ticketkeys.ReadSecretFile(path, 4<<10)
+	token, err := secretfile.ReadString(path, 4<<10)
 	if err != nil {
 		return "", fmt.Errorf("admin_token_file: %w", err)
-	}
-	defer clear(data)
-	token := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
-	if token == "" {
-		return "", fmt.Errorf("admin_token_file: %q is empty", path)
 	}
 	return token, nil
 }

@@ -26,7 +26,7 @@ func TestStoreErrorNamesFieldOnce(t *testing.T) {
 	if err := os.Chmod(pw, 0o644); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
-	why := fmt.Sprintf("%q has mode 0644: group and others must have no access (chmod 600 %s)", pw, pw)
+	why := fmt.Sprintf("%q has mode 0644: group and others must have no access (chmod 600 %s; in Kubernetes a root-owned Secret with defaultMode 0440 and the pod's fsGroup also works)", pw, pw)
 	tests := []struct {
 		name string
 		res  config.Resumption

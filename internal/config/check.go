@@ -130,11 +130,7 @@ func (k TicketKeys) checkFiles(lifetime time.Duration) []error {
 func checkRedisFiles(field string, rc redisstore.Config) error {
 	st, err := redisstore.New(rc)
 	if err != nil {
-		// Drop the package prefix: the inner error names the field.
-		if inner := errors.Unwrap(err); inner != nil {
-			err = inner
-		}
-		return fmt.Errorf("%s: %w", field, err)
+		return fmt.Errorf("%s.%w", field, err) // redis.<field>: ...
 	}
 	return st.Close()
 }

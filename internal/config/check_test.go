@@ -69,7 +69,7 @@ resumption: {ticket_keys: {source: file, files: [%q, %q]}}
 	for _, want := range []string{
 		`tls.certificates[0].cert: "` + filepath.Join(dir, "missing.crt") + `": no such file`,
 		`tls.certificates[1]: cert "` + certA + `", key "` + keyB + `": tls: private key does not match public key`,
-		`resumption.ticket_keys.files[0]: ticketkeys: key file "` + keys + `" has mode 0644`,
+		`resumption.ticket_keys.files[0]: "` + keys + `" has mode 0644`,
 		`resumption.ticket_keys.files[1]: ticketkeys: key file "` + short + `": size 50 bytes is not a whole number of keys`,
 	} {
 		if !strings.Contains(err.Error(), want) {
@@ -90,7 +90,7 @@ resumption:
 	_, err := Check(cfg)
 	for _, want := range []string{
 		`resumption.ticket_keys.redis.kek_file: ticketkeys: key-encryption key file "` + kek + `" is 31 bytes`,
-		`resumption.ticket_keys: redis.password_file: "` + pw + `" has mode 0644`,
+		`resumption.ticket_keys.redis.password_file: "` + pw + `" has mode 0644`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not contain %q:\n%v", want, err)

@@ -18,7 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"os"
 	"strings"
 	"time"
@@ -253,31 +253,11 @@ func (c Config) password() (string, error) {
 	return c.Password, nil
 }
 
-// readSecretFile reads a password file, refusing one that others can read.
-// The mode is checked on the open file, so it is the file that is read.
+// readSecretFile reads a password file under internal/secretfile's rule.
 func readSecretFile(field, name string) (string, error) {
-	f, err := os.Open(name)
+	pw, err := secretfile.ReadString(name, 64<<10)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s: %q is not a regular file", field, name)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%s: %q has mode %04o: group and others must have no access (chmod 600 %s)", field, name, perm, name)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
-	if err != nil {
-		return "", fmt.Errorf("%s: reading %q: %w", field, name, err)
-	}
-	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	if pw == "" {
-		return "", fmt.Errorf("%s: %q is empty", field, name)
 	}
 	return pw, nil
 }
