@@ -5,12 +5,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 )
 
 // Key file sizes, in the nginx (ssl_session_ticket_key) and HAProxy layout:

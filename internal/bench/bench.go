@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"time"
 )
 
@@ -291,17 +290,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	return res, err
-}
-
-// VersionName returns "1.2" or "1.3".
-func VersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "1.2"
-	case tls.VersionTLS13:
-		return "1.3"
-	}
-	return "0x" + strconv.FormatUint(uint64(v), 16)
 }
 
 // ParseVersion maps "1.2" and "1.3" to crypto/tls constants.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"strings"
+
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 // Chart geometry, in SVG user units.
@@ -77,7 +79,7 @@ func WriteSVG(w io.Writer, results ...*Result) error {
 		title = "edgeproxy bench: " + r0.Mode + " TLS handshakes"
 	}
 	p(`<text x="%d" y="28" font-size="18" font-weight="bold">%s</text>`+"\n", barPanelX-40, esc(title))
-	sub := fmt.Sprintf("TLS %s, %s, concurrency %d, %s per run", VersionName(r0.TLSVersion), targetsText(r0.Targets), r0.Concurrency, round(r0.Elapsed))
+	sub := fmt.Sprintf("TLS %s, %s, concurrency %d, %s per run", proxy.VersionName(r0.TLSVersion), targetsText(r0.Targets), r0.Concurrency, round(r0.Elapsed))
 	p(`<text x="%d" y="48" fill="#555555">%s</text>`+"\n", barPanelX-40, esc(sub))
 
 	// Legend.

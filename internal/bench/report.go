@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 // table is rows of cells, written with the first column aligned left and
@@ -71,7 +73,7 @@ func WriteText(w io.Writer, results ...*Result) error {
 	if len(results) == 1 {
 		bound = round(r0.Elapsed).String()
 	}
-	fmt.Fprintf(&b, "TLS %s, %s, concurrency %d, %s", VersionName(r0.TLSVersion), targetsText(r0.Targets), r0.Concurrency, bound)
+	fmt.Fprintf(&b, "TLS %s, %s, concurrency %d, %s", proxy.VersionName(r0.TLSVersion), targetsText(r0.Targets), r0.Concurrency, bound)
 	if r0.HTTP {
 		b.WriteString(", one GET / per connection")
 	}
@@ -290,7 +292,7 @@ func WriteJSON(w io.Writer, results ...*Result) error {
 	rep := jsonReport{Runs: []jsonRun{}}
 	for _, r := range results {
 		jr := jsonRun{
-			Mode: r.Mode, TLS: VersionName(r.TLSVersion), Targets: r.Targets, Concurrency: r.Concurrency, HTTP: r.HTTP,
+			Mode: r.Mode, TLS: proxy.VersionName(r.TLSVersion), Targets: r.Targets, Concurrency: r.Concurrency, HTTP: r.HTTP,
 			ElapsedSeconds: r.Elapsed.Seconds(), Connections: r.Connections, Full: r.Full, Resumed: r.Resumed,
 			Errors: r.Errors, ErrorsByKind: r.ErrorsByKind, ErrorExamples: r.ErrorExamples,
 			CrossNodeResumed: r.CrossNode, DrainTimeouts: r.DrainTimeouts, Warmup: r.Warmup, WarmupErrors: r.WarmupErrors,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/bench"
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 // Options configures Run.
@@ -94,7 +95,7 @@ func Run(ctx context.Context, o Options, w io.Writer) (*Summary, error) {
 		v = tls.VersionTLS13
 	}
 	fmt.Fprintf(w, "\nbenchmark: TLS %s, round robin over the %d nodes, %s: every connection a new client (full), then clients that come back with their session (resume)\n\n",
-		bench.VersionName(v), len(addrs), bound)
+		proxy.VersionName(v), len(addrs), bound)
 
 	sum := &Summary{}
 	for _, mode := range []string{bench.ModeFull, bench.ModeResume} {

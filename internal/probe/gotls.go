@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 // ticketRecorder is a one-entry tls.ClientSessionCache that records every
@@ -37,7 +39,7 @@ func (r *ticketRecorder) Put(_ string, cs *tls.ClientSessionState) {
 // probeVersion makes one connection and cfg.Reconnects more with Go's
 // client, all at version v, each offering the latest session.
 func probeVersion(ctx context.Context, cfg *Config, v uint16) VersionReport {
-	vr := VersionReport{Version: versionName(v)}
+	vr := VersionReport{Version: proxy.VersionName(v)}
 	rec := &ticketRecorder{}
 	conf := &tls.Config{
 		ServerName:         cfg.serverName(),

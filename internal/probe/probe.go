@@ -240,17 +240,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// versionName returns "1.2" or "1.3".
-func versionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "1.2"
-	case tls.VersionTLS13:
-		return "1.3"
-	}
-	return fmt.Sprintf("%#04x", v)
-}
-
 // ParseVersion maps "1.2" and "1.3" to crypto/tls constants.
 func ParseVersion(s string) (uint16, error) {
 	switch s {

@@ -18,13 +18,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"os"
 	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"github.com/edgeproxy/edgeproxy/sessioncache"
 )
 
