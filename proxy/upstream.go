@@ -239,23 +239,18 @@ func newUpstreamMetrics(reg prometheus.Registerer) (*upstreamMetrics, error) {
 			Help: "Requests refused for the client's own fault, by reason (bad_body, body_too_large, body_timeout); never counted against an upstream.",
 		}, []string{"reason"}),
 	}
-	var err error
-	if m.client, err = registerOrReuse(reg, m.client); err != nil {
-		return nil, err
-	}
-	if m.requests, err = registerOrReuse(reg, m.requests); err != nil {
-		return nil, err
-	}
-	if m.duration, err = registerOrReuse(reg, m.duration); err != nil {
-		return nil, err
-	}
-	if m.errors, err = registerOrReuse(reg, m.errors); err != nil {
-		return nil, err
-	}
-	if m.healthy, err = registerOrReuse(reg, m.healthy); err != nil {
+	if err := errors.Join(reuse(reg, &m.client), reuse(reg, &m.requests), reuse(reg, &m.duration), reuse(reg, &m.errors), reuse(reg, &m.healthy)); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// reuse registers *c with reg or, if an earlier Handler registered the
+// same collector (a reload), replaces *c with that one.
+func reuse[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
+	var err error
+	*c, err = registerOrReuse(reg, *c)
+	return err
 }
 
 func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
