@@ -57,6 +57,12 @@ type ServerConfig struct {
 	PerConn func(base *tls.Config) (*tls.Config, any)
 	// Logger receives server errors. If nil, logs are discarded.
 	Logger *zap.Logger
+	// ProxyProtocol reads PROXY protocol headers from trusted load
+	// balancers. Its zero value turns it off.
+	ProxyProtocol ProxyProtocol
+	// ProxyProtocolMetrics counts PROXY headers. If nil, nothing is
+	// counted.
+	ProxyProtocolMetrics *ProxyProtocolMetrics
 }
 
 // Server accepts TLS connections, completes their handshakes and serves
@@ -68,6 +74,7 @@ type Server struct {
 	tls     atomic.Pointer[tls.Config]
 	handler atomic.Pointer[http.Handler]
 	http    *http.Server
+	proxy   *proxyProtocol // nil: PROXY protocol off
 
 	// mu protects ln and serveErr.
 	mu       sync.Mutex
@@ -84,7 +91,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Handler == nil {
 		return nil, errors.New("proxy: ServerConfig.Handler is required")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	pp, err := cfg.ProxyProtocol.parse()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	if pp != nil {
+		pp.metrics = cfg.ProxyProtocolMetrics
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, proxy: pp}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -170,7 +184,7 @@ func (s *Server) StartOn(inner net.Listener) error {
 		inner.Close()
 		return errors.New("proxy: server already started")
 	}
-	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Limits, s.cfg.Metrics, s.log, s.cfg.PerConn)
+	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Limits, s.cfg.Metrics, s.log, s.cfg.PerConn, s.proxy)
 	s.serveErr = make(chan error, 1)
 	go func() { s.serveErr <- s.http.Serve(s.ln) }()
 	return nil

@@ -268,7 +268,7 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C,
 	}
 	if err != nil {
 		var zero C
-		return zero, fmt.Errorf("proxy: registering upstream metrics: %w", err)
+		return zero, fmt.Errorf("proxy: registering metrics: %w", err)
 	}
 	return c, nil
 }
