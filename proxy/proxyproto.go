@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -301,4 +302,36 @@ func (m *ProxyProtocolMetrics) inc(result string) {
 		return
 	}
 	m.by[result].Inc()
+}
+
+// Values of RouteConfig.SendProxyProtocol.
+const (
+	SendProxyV1 = "v1"
+	SendProxyV2 = "v2"
+)
+
+// clientAddrKey is the context key of a client connection's address
+// (net.Addr), set by Server for its requests.
+type clientAddrKey struct{}
+
+// writeProxyHeader opens c, a new upstream connection, with a PROXY header
+// of version (SendProxyV1, SendProxyV2) naming the client whose request ctx
+// belongs to, and the address it connected to. Without a client (a health
+// check), or with mismatched address families, the header is LOCAL (v2) or
+// UNKNOWN (v1): the upstream then uses the connection's own addresses.
+func writeProxyHeader(ctx context.Context, c net.Conn, version string) error {
+	v := byte(2)
+	if version == SendProxyV1 {
+		v = 1
+	}
+	src, _ := ctx.Value(clientAddrKey{}).(net.Addr)
+	dst, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
+	if src == nil || dst == nil {
+		src, dst = nil, nil
+	}
+	_, err := proxyproto.HeaderProxyFromAddrs(v, src, dst).WriteTo(c)
+	if err != nil {
+		return fmt.Errorf("writing proxy protocol header: %w", err)
+	}
+	return nil
 }

@@ -312,3 +312,68 @@ func TestProxyProtocolTrustsMappedAndPlainIPv4(t *testing.T) {
 		}
 	}
 }
+
+// startProxyProtocolUpstream runs an HTTP upstream that requires a PROXY
+// header and answers with the client address it named, or "local:<peer>"
+// for a LOCAL header.
+func startProxyProtocolUpstream(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.RemoteAddr)
+	})}
+	go srv.Serve(pl)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func TestSendProxyProtocolToUpstream(t *testing.T) {
+	t.Parallel()
+	for _, version := range []string{SendProxyV1, SendProxyV2} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			up := startProxyProtocolUpstream(t)
+			h := newTestHandler(t, HandlerConfig{Routes: []RouteConfig{{Upstreams: []string{up}, SendProxyProtocol: version}}})
+			s := startServer(t, ServerConfig{Handler: h})
+			// Two clients in turn, each on a connection it keeps: the
+			// upstream sees each one, never the other's connection.
+			for _, from := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.2"} {
+				tc, err := dialProxied(t, from, s.Addr().String(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range 2 {
+					if got := remoteAddrSeen(t, tc); !strings.HasPrefix(got, from+":") || got != tc.LocalAddr().String() {
+						t.Errorf("upstream saw %q, want the client %s", got, tc.LocalAddr())
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestSendProxyProtocolHealthCheckIsLocal(t *testing.T) {
+	t.Parallel()
+	client, server := net.Pipe()
+	defer client.Close()
+	go func() { writeProxyHeader(context.Background(), server, SendProxyV2); server.Close() }()
+	h, err := proxyproto.Read(bufio.NewReader(client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Command.IsLocal() {
+		t.Errorf("header without a client: command %#x, want LOCAL", byte(h.Command))
+	}
+}
+
+func TestSendProxyProtocolValidate(t *testing.T) {
+	t.Parallel()
+	err := ValidateRoutes([]RouteConfig{{Upstreams: []string{"http://127.0.0.1:1"}, SendProxyProtocol: "v3"}})
+	if want := `routes[0].send_proxy_protocol: "v3": must be v1 or v2`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("ValidateRoutes = %v, want %q", err, want)
+	}
+}

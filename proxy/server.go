@@ -144,6 +144,7 @@ type connValueKey struct{}
 func ConnValue(ctx context.Context) any { return ctx.Value(connValueKey{}) }
 
 func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	ctx = context.WithValue(ctx, clientAddrKey{}, c.RemoteAddr()) // for send_proxy_protocol
 	s.mu.Lock()
 	ln := s.ln
 	s.mu.Unlock()
