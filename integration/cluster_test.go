@@ -42,6 +42,23 @@ type cluster struct {
 // healthy.
 func newCluster(t *testing.T, m mode) *cluster {
 	t.Helper()
+	return newClusterWith(t, m, clusterOptions{})
+}
+
+// clusterOptions vary a cluster from the suite's default.
+type clusterOptions struct {
+	// accessLog turns the nodes' access log on (into their log files).
+	accessLog bool
+	// nodeYAML is appended to every node's YAML.
+	nodeYAML string
+	// serverOptions is appended to every HAProxy server line, e.g.
+	// "send-proxy-v2".
+	serverOptions string
+}
+
+// newClusterWith is newCluster with opts.
+func newClusterWith(t *testing.T, m mode, opts clusterOptions) *cluster {
+	t.Helper()
 	need(t, "haproxy")
 	need(t, "openssl")
 	c := &cluster{t: t, mode: m, dir: t.TempDir()}
@@ -59,7 +76,7 @@ func newCluster(t *testing.T, m mode) *cluster {
 		var err error
 		for attempt := 0; attempt < 3; attempt++ { // the free ports may be taken meanwhile
 			n.addr, n.adminAddr = freeAddr(t), freeAddr(t)
-			cfg := fmt.Sprintf(nodeConfig, n.addr, n.adminAddr, c.upAddr, resumption)
+			cfg := fmt.Sprintf(nodeConfig, n.addr, n.adminAddr, opts.accessLog, c.upAddr, resumption) + opts.nodeYAML + "\n"
 			if err = os.WriteFile(n.cfgPath, []byte(cfg), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +88,7 @@ func newCluster(t *testing.T, m mode) *cluster {
 			t.Fatalf("%s: %v", n.name, err)
 		}
 	}
-	c.lb = startHAProxy(t, c.dir, m.balance, c.nodes)
+	c.lb = startHAProxy(t, c.dir, m.balance, c.nodes, opts.serverOptions)
 	return c
 }
 
@@ -79,7 +96,7 @@ func newCluster(t *testing.T, m mode) *cluster {
 const nodeConfig = `listen: %s
 admin: %s
 shutdown_timeout: 10s
-log: {level: info, format: json, access: false}
+log: {level: info, format: json, access: %t}
 routes: [{upstreams: ["http://%s"]}]
 resumption: %s
 `

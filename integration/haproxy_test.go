@@ -59,14 +59,15 @@ backend ` + backendName + `
 
 // startHAProxy writes haproxy.cfg into dir for nodes, runs haproxy in the
 // foreground, and waits until every node is UP after a passed health check.
-// It is stopped when the test ends.
-func startHAProxy(t *testing.T, dir, balance string, nodes []*node) *haproxy {
+// serverOptions is appended to every server line. It is stopped when the
+// test ends.
+func startHAProxy(t *testing.T, dir, balance string, nodes []*node, serverOptions string) *haproxy {
 	t.Helper()
 	bin := need(t, "haproxy")
 	var servers strings.Builder
 	for _, n := range nodes {
 		_, adminPort, _ := net.SplitHostPort(n.adminAddr)
-		fmt.Fprintf(&servers, "    server %s %s check port %s\n", n.name, n.addr, adminPort)
+		fmt.Fprintf(&servers, "    server %s %s check port %s %s\n", n.name, n.addr, adminPort, serverOptions)
 	}
 	hash := ""
 	if balance == "source" {

@@ -69,8 +69,13 @@ type connLimiter struct {
 	log                               *zap.Logger
 	// start runs the handshake of an admitted connection in a goroutine
 	// of its own; that goroutine calls handshakeDone when it ends.
-	start    func(net.Conn)
-	lastWarn map[string]*atomic.Int64 // reason: unix nanoseconds of its last warning; read-only
+	start func(net.Conn)
+	// deferPerIP, if set, reports the peers (trusted PROXY protocol
+	// sources, proxyproto.go) whose connections count against the per-IP
+	// cap by the client address of their PROXY header, through claimIP,
+	// rather than by their own at accept. Set before the first admit.
+	deferPerIP func(netip.Addr) bool
+	lastWarn   map[string]*atomic.Int64 // reason: unix nanoseconds of its last warning; read-only
 
 	// mu protects every field below.
 	mu         sync.Mutex
@@ -113,11 +118,12 @@ func (l *connLimiter) admit(c net.Conn) {
 		c.Close()
 		return
 	}
+	counted := l.deferPerIP == nil || !l.deferPerIP(ip)
 	reason := ""
 	switch {
 	case l.open >= l.maxConns:
 		reason = RefusedMaxConnections
-	case l.perIP[ip] >= l.maxPerIP:
+	case counted && l.perIP[ip] >= l.maxPerIP:
 		reason = RefusedMaxConnectionsPerIP
 	}
 	if reason != "" {
@@ -126,8 +132,10 @@ func (l *connLimiter) admit(c net.Conn) {
 		return
 	}
 	l.open++
-	l.perIP[ip]++
-	lc := &limitedConn{Conn: c, l: l, ip: ip}
+	if counted {
+		l.perIP[ip]++
+	}
+	lc := &limitedConn{Conn: c, l: l, ip: ip, counted: counted}
 	start := false
 	switch {
 	case l.handshakes < l.maxHandshakes:
@@ -239,12 +247,32 @@ func (l *connLimiter) warnRefused(reason string) {
 		zap.Int("max_connections", l.maxConns), zap.Int("max_connections_per_ip", l.maxPerIP), zap.Int("max_handshakes", l.maxHandshakes))
 }
 
+// claimIP counts c, admitted uncounted (deferPerIP), against the per-IP
+// cap of ip, the client address its PROXY header named. It reports false,
+// leaving c uncounted, if ip is at the cap. A connection counted already
+// is left as it is.
+func (l *connLimiter) claimIP(c *limitedConn, ip netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.counted {
+		return true
+	}
+	if l.perIP[ip] >= l.maxPerIP {
+		return false
+	}
+	l.perIP[ip]++
+	c.ip, c.counted = ip, true
+	return true
+}
+
 // release gives back the connection slot of a closed connection.
-func (l *connLimiter) release(ip netip.Addr) {
+func (l *connLimiter) release(c *limitedConn) {
 	l.mu.Lock()
 	l.open--
-	if l.perIP[ip]--; l.perIP[ip] <= 0 {
-		delete(l.perIP, ip)
+	if ip := c.ip; c.counted {
+		if l.perIP[ip]--; l.perIP[ip] <= 0 {
+			delete(l.perIP, ip)
+		}
 	}
 	l.mu.Unlock()
 	l.metrics.connClosed()
@@ -252,8 +280,11 @@ func (l *connLimiter) release(ip netip.Addr) {
 
 // remoteIP is the client address connections are counted by; connections
 // that are not TCP share the zero address.
-func remoteIP(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+func remoteIP(c net.Conn) netip.Addr { return addrIP(c.RemoteAddr()) }
+
+// addrIP is the address a connection from a is counted by.
+func addrIP(a net.Addr) netip.Addr {
+	if a, ok := a.(*net.TCPAddr); ok {
 		return a.AddrPort().Addr().Unmap()
 	}
 	return netip.Addr{}
@@ -264,13 +295,16 @@ func remoteIP(c net.Conn) netip.Addr {
 // count on the slot being free).
 type limitedConn struct {
 	net.Conn
-	l    *connLimiter
-	ip   netip.Addr
-	once sync.Once
+	l *connLimiter
+	// ip and counted: the address c is counted by in connLimiter.perIP,
+	// if counted. l.mu protects them.
+	ip      netip.Addr
+	counted bool
+	once    sync.Once
 }
 
 func (c *limitedConn) Close() error {
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.l.release(c) })
 	return c.Conn.Close()
 }
 

@@ -34,6 +34,7 @@ type tlsListener struct {
 	log     *zap.Logger
 	perConn func(*tls.Config) (*tls.Config, ConnSession)
 	limits  *connLimiter
+	proxy   *proxyProtocol // PROXY protocol (proxyproto.go); nil: off
 	// values holds each handshaken *tls.Conn's ConnSession from perConn
 	// until the HTTP server picks it up in ConnContext.
 	values sync.Map
@@ -50,17 +51,20 @@ type tlsListener struct {
 	acceptErr error
 }
 
-func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, lim Limits, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, ConnSession)) *tlsListener {
+func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], timeout time.Duration, lim Limits, m *TLSMetrics, log *zap.Logger, perConn func(*tls.Config) (*tls.Config, ConnSession), pp *proxyProtocol) *tlsListener {
 	if timeout <= 0 {
 		timeout = DefaultHandshakeTimeout
 	}
 	l := &tlsListener{
-		inner: inner, config: config, timeout: timeout, metrics: m, log: log, perConn: perConn,
+		inner: inner, config: config, timeout: timeout, metrics: m, log: log, perConn: perConn, proxy: pp,
 		conns: make(chan net.Conn),
 		done:  make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.limits = newConnLimiter(lim, m, log, func(c net.Conn) { l.wg.Add(1); go l.handshake(c) })
+	if pp != nil {
+		l.limits.deferPerIP = pp.isTrusted
+	}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -100,12 +104,17 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	defer l.wg.Done()
 	start := time.Now()
 	_ = raw.SetDeadline(start.Add(l.timeout))
+	conn, ok := l.readProxyHeader(raw)
+	if !ok {
+		l.limits.handshakeDone()
+		return
+	}
 	cfg := l.config.Load()
 	var value ConnSession
 	if l.perConn != nil {
 		cfg, value = l.perConn(cfg)
 	}
-	tc := tls.Server(raw, cfg)
+	tc := tls.Server(conn, cfg)
 	err := tc.HandshakeContext(l.ctx)
 	l.limits.handshakeDone()
 	if value != nil {
@@ -121,7 +130,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		if l.ctx.Err() == nil {
 			reason := classifyHandshakeError(err)
 			l.metrics.handshakeFailed(reason)
-			l.log.Debug("tls handshake failed", zap.String("reason", reason), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+			l.log.Debug("tls handshake failed", zap.String("reason", reason), zap.String("remote", conn.RemoteAddr().String()), zap.Error(err))
 		}
 		raw.Close()
 		return

@@ -84,6 +84,12 @@ type RouteConfig struct {
 	// ValidateRoutes: a cleartext HTTP/2 tunnel would pass requests the
 	// proxy never parsed.
 	Upgrades []string `yaml:"upgrades"`
+	// SendProxyProtocol, "v1" or "v2", opens every connection to the
+	// upstreams with a PROXY protocol header naming the client
+	// (proxyproto.go). A header names one client, so such connections
+	// are not reused: each request gets one of its own. Health checks
+	// send a LOCAL (v2) or UNKNOWN (v1) header. Empty: no header.
+	SendProxyProtocol string `yaml:"send_proxy_protocol"`
 }
 
 // UpstreamTLSConfig configures TLS to a route's https upstreams. Files are
@@ -376,6 +382,9 @@ func (v *routeValidator) route(path string, rc *RouteConfig) {
 		} else if j := slices.Index(rc.Upstreams[:k], raw); j >= 0 {
 			v.addf(up, "%q: duplicate of upstreams[%d]", raw, j)
 		}
+	}
+	if s := rc.SendProxyProtocol; s != "" && s != SendProxyV1 && s != SendProxyV2 {
+		v.addf(path+".send_proxy_protocol", "%q: must be v1 or v2", s)
 	}
 	if b := rc.Balance; b != "" && b != BalanceRoundRobin && b != BalanceLeastConn {
 		v.addf(path+".balance", "%q: must be %s or %s", b, BalanceRoundRobin, BalanceLeastConn)

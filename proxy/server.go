@@ -58,6 +58,12 @@ type ServerConfig struct {
 	PerConn func(base *tls.Config) (*tls.Config, ConnSession)
 	// Logger receives server errors. If nil, logs are discarded.
 	Logger *zap.Logger
+	// ProxyProtocol reads PROXY protocol headers from trusted load
+	// balancers. Its zero value turns it off.
+	ProxyProtocol ProxyProtocol
+	// ProxyProtocolMetrics counts PROXY headers. If nil, nothing is
+	// counted.
+	ProxyProtocolMetrics *ProxyProtocolMetrics
 }
 
 // Server accepts TLS connections, completes their handshakes and serves
@@ -69,6 +75,7 @@ type Server struct {
 	tls     atomic.Pointer[tls.Config]
 	handler atomic.Pointer[http.Handler]
 	http    *http.Server
+	proxy   *proxyProtocol // nil: PROXY protocol off
 
 	// mu protects ln and serveErr.
 	mu       sync.Mutex
@@ -85,7 +92,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Handler == nil {
 		return nil, errors.New("proxy: ServerConfig.Handler is required")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	pp, err := cfg.ProxyProtocol.parse()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	if pp != nil {
+		pp.metrics = cfg.ProxyProtocolMetrics
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, proxy: pp}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -134,6 +148,7 @@ func ConnSessionFrom(ctx context.Context) ConnSession {
 }
 
 func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	ctx = context.WithValue(ctx, clientAddrKey{}, c.RemoteAddr()) // for send_proxy_protocol
 	s.mu.Lock()
 	ln := s.ln
 	s.mu.Unlock()
@@ -174,7 +189,7 @@ func (s *Server) StartOn(inner net.Listener) error {
 		inner.Close()
 		return errors.New("proxy: server already started")
 	}
-	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Limits, s.cfg.Metrics, s.log, s.cfg.PerConn)
+	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Limits, s.cfg.Metrics, s.log, s.cfg.PerConn, s.proxy)
 	s.serveErr = make(chan error, 1)
 	go func() { s.serveErr <- s.http.Serve(s.ln) }()
 	return nil

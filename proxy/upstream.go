@@ -184,6 +184,12 @@ func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transpor
 		if err != nil {
 			return nil, &DialError{Addr: addr, Err: err}
 		}
+		if rc.SendProxyProtocol != "" {
+			if err := writeProxyHeader(ctx, c, rc.SendProxyProtocol); err != nil {
+				c.Close()
+				return nil, &DialError{Addr: addr, Err: err}
+			}
+		}
 		return c, nil
 	}
 	return &http.Transport{
@@ -196,6 +202,7 @@ func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transpor
 		MaxConnsPerHost:       cmp.Or(rc.Limits.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream),
 		MaxIdleConnsPerHost:   cmp.Or(rc.Limits.MaxIdleConnsPerUpstream, DefaultMaxIdleConnsPerUpstream),
 		ExpectContinueTimeout: time.Second,
+		DisableKeepAlives:     rc.SendProxyProtocol != "", // a PROXY header names one client
 	}
 }
 
@@ -263,7 +270,7 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C,
 	}
 	if err != nil {
 		var zero C
-		return zero, fmt.Errorf("proxy: registering upstream metrics: %w", err)
+		return zero, fmt.Errorf("proxy: registering metrics: %w", err)
 	}
 	return c, nil
 }

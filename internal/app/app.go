@@ -189,7 +189,12 @@ func (a *App) build() error {
 		a.sessions.Close()
 		return err
 	}
-	a.server, err = proxy.NewServer(proxy.ServerConfig{
+	ppMetrics, err := proxy.NewProxyProtocolMetrics(a.reg)
+	if err != nil {
+		a.sessions.Close()
+		return err
+	}
+	sc := proxy.ServerConfig{
 		Listen:   cfg.Listen,
 		TLS:      tlsConf,
 		Handler:  a.handler,
@@ -198,7 +203,9 @@ func (a *App) build() error {
 		Metrics:  a.tlsMetrics,
 		PerConn:  a.perConn(),
 		Logger:   a.log,
-	})
+	}
+	sc.ProxyProtocol, sc.ProxyProtocolMetrics = cfg.ProxyProtocol, ppMetrics
+	a.server, err = proxy.NewServer(sc)
 	if err != nil {
 		a.sessions.Close()
 		return err
@@ -337,6 +344,9 @@ func (a *App) Start() error {
 	}
 	a.log.Info("serving", fields...)
 	a.log.Info("limits", a.cfg.Limits.Fields()...)
+	if pp := a.cfg.ProxyProtocol; len(pp.Trusted) > 0 {
+		a.log.Info("proxy protocol", zap.Strings("trusted", pp.Trusted), zap.String("policy", pp.Policy), zap.String("untrusted", pp.Untrusted))
+	}
 	return nil
 }
 
@@ -405,6 +415,9 @@ func (a *App) Reload() error {
 	}
 	if cfg.AdminTokenFile != prev.AdminTokenFile || fmt.Sprint(cfg.AdminHosts, cfg.AdminTimeouts) != fmt.Sprint(prev.AdminHosts, prev.AdminTimeouts) {
 		a.log.Warn("admin settings change only on restart")
+	}
+	if fmt.Sprint(cfg.ProxyProtocol) != fmt.Sprint(prev.ProxyProtocol) {
+		a.log.Warn("proxy_protocol changes only on restart")
 	}
 	if cfg.Resumption.Mode != prev.Resumption.Mode || fmt.Sprint(cfg.Resumption.TicketKeys) != fmt.Sprint(prev.Resumption.TicketKeys) {
 		a.log.Warn("resumption mode and key source change only on restart")

@@ -59,6 +59,9 @@ type Config struct {
 	Timeouts proxy.Timeouts `yaml:"timeouts"`
 	// Limits bound what clients can take from the node.
 	Limits proxy.Limits `yaml:"limits"`
+	// ProxyProtocol reads PROXY protocol headers from trusted load
+	// balancers on the TLS listener. Absent: off.
+	ProxyProtocol proxy.ProxyProtocol `yaml:"proxy_protocol"`
 	// UnderscoresInHeaders forwards request header names that contain
 	// "_"; by default they are dropped, as nginx does.
 	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
@@ -318,6 +321,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.ProxyProtocol.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateAdmin()...)
