@@ -334,12 +334,19 @@ func (s *RedisSentinel) WaitReplicated() {
 	}
 }
 
-// Failover kills the master (SIGKILL, as a crash) and waits until every
-// Sentinel names the replica as master and the replica has taken the role.
-// Afterwards Replica is the master.
+// Failover kills the master (SIGKILL, as a crash) and waits until the
+// replica is promoted (see WaitPromoted).
 func (s *RedisSentinel) Failover() {
 	s.t.Helper()
 	s.Master.Stop()
+	s.WaitPromoted()
+}
+
+// WaitPromoted waits, after the master was stopped, until every Sentinel
+// names the replica as master and the replica has taken the role.
+// Afterwards Replica is the master.
+func (s *RedisSentinel) WaitPromoted() {
+	s.t.Helper()
 	poll(s.t, 30*time.Second, "sentinel failover to the replica", func() (bool, string) {
 		for i := range s.Sentinels {
 			a, err := s.MasterAddr(i)
