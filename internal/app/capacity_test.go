@@ -69,14 +69,14 @@ func TestStoreCapacity(t *testing.T) {
 		res := config.Resumption{Mode: "redis"}
 		res.Redis.Addrs = []string{srv.Addr}
 		a := node(res)
-		before := redisInt(t, srv, "info", "memory", "used_memory")
+		before := usedMemory(t, srv)
 		keys := sessions(a)
 		waitCount(t, "redis keys", total, func() (int, error) {
 			v, err := srv.Do("dbsize")
 			n, _ := v.(int64)
 			return int(n), err
 		})
-		after := redisInt(t, srv, "info", "memory", "used_memory")
+		after := usedMemory(t, srv)
 		for _, v := range versions {
 			var usage, val, key int
 			for _, k := range keys[v] {
@@ -173,25 +173,15 @@ func waitCount(t *testing.T, what string, want int, count func() (int, error)) {
 	}
 }
 
-// redisInt returns a numeric field of an INFO section.
-func redisInt(t *testing.T, srv *testserver.Server, cmd, section, field string) int {
+// usedMemory returns the Redis server's used_memory.
+func usedMemory(t *testing.T, srv *testserver.Server) int {
 	t.Helper()
-	v, err := srv.Do(cmd, section)
-	if err != nil {
-		t.Fatal(err)
+	v, err := srv.Info("memory", "used_memory")
+	n, perr := strconv.Atoi(v)
+	if err != nil || perr != nil {
+		t.Fatalf("used_memory %q: %v %v", v, err, perr)
 	}
-	s, _ := v.(string)
-	for _, line := range strings.Split(s, "\n") {
-		if val, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			n, err := strconv.Atoi(val)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("%s %s: no field %s", cmd, section, field)
-	return 0
+	return n
 }
 
 // memcachedStats returns the numeric answers of "stats [arg]".

@@ -56,6 +56,12 @@ func redisArgs(t testing.TB, port int) []string {
 		"--appendonly", "no", "--protected-mode", "no", "--dir", t.TempDir()}
 }
 
+// Info returns a field of the Redis server's INFO section, "" if absent.
+func (s *Server) Info(section, field string) (string, error) {
+	v, err := s.Do("info", section)
+	return infoField(v, field), err
+}
+
 // infoField returns field's value in the INFO (or CLUSTER INFO) text.
 func infoField(info any, field string) string {
 	s, _ := info.(string)
@@ -100,10 +106,12 @@ func NewRedisCluster(t testing.TB, masters int) *RedisCluster {
 }
 
 // Addrs returns the nodes' addresses, the seeds a client needs.
-func (c *RedisCluster) Addrs() []string {
+func (c *RedisCluster) Addrs() []string { return addrs(c.Nodes) }
+
+func addrs(servers []*Server) []string {
 	var out []string
-	for _, n := range c.Nodes {
-		out = append(out, n.Addr)
+	for _, s := range servers {
+		out = append(out, s.Addr)
 	}
 	return out
 }
@@ -260,11 +268,8 @@ func NewRedisSentinel(t testing.TB) *RedisSentinel {
 	s.Replica = start(t, "redis-server", bin, rport,
 		append(redisArgs(t, rport), "--replicaof", "127.0.0.1", strconv.Itoa(mport)), "Ready to accept connections")
 	poll(t, 20*time.Second, "redis replica in sync", func() (bool, string) {
-		info, err := s.Replica.Do("info", "replication")
-		if err != nil {
-			return false, err.Error()
-		}
-		return infoField(info, "master_link_status") == "up", fmt.Sprint(info)
+		link, err := s.Replica.Info("replication", "master_link_status")
+		return err == nil && link == "up", fmt.Sprintf("master_link_status %q, %v", link, err)
 	})
 	for range 3 {
 		port := FreePort(t)
@@ -303,13 +308,7 @@ func pairs(v any) map[string]string {
 }
 
 // SentinelAddrs returns the Sentinels' addresses, as a client is given them.
-func (s *RedisSentinel) SentinelAddrs() []string {
-	var out []string
-	for _, sn := range s.Sentinels {
-		out = append(out, sn.Addr)
-	}
-	return out
-}
+func (s *RedisSentinel) SentinelAddrs() []string { return addrs(s.Sentinels) }
 
 // MasterAddr returns the master's address as Sentinel i reports it.
 func (s *RedisSentinel) MasterAddr(i int) (string, error) {
