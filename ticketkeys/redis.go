@@ -105,7 +105,8 @@ func (c RedisConfig) Validate() error {
 // epoch open each other's tickets. The first node that needs an epoch's key
 // creates it with SET NX and an expiry beyond its window; every node then
 // reads the same value. Each refresh also creates the next epoch's key, so
-// an epoch boundary never waits on Redis.
+// an epoch boundary never waits on Redis, and the previous epoch's, so a
+// node ahead opens the tickets of nodes behind from its first refresh.
 //
 // If Redis cannot be reached, the source keeps serving from the keys it
 // holds (it already has the next epoch's), reports Degraded, and retries with
@@ -337,8 +338,8 @@ type syncOp struct {
 
 // syncLocked makes one pipelined round trip: for every epoch of the window it
 // re-offers the key this node holds (restoring it if Redis lost it), offers a
-// new key for the current and next epochs if it has none, and reads what is
-// stored.
+// new key for the previous, current and next epochs if it has none, and
+// reads what is stored.
 func (s *RedisSource) syncLocked(ctx context.Context, e int64) error {
 	now := s.now()
 	var ops []syncOp
@@ -350,7 +351,11 @@ func (s *RedisSource) syncLocked(ctx context.Context, e int64) error {
 			ttl := s.expiry(ep).Sub(now)
 			if sk := s.cache[ep]; sk != nil && ttl > 0 {
 				op.set = p.SetNX(ctx, key, sk.blob, ttl)
-			} else if sk == nil && ep >= e {
+			} else if sk == nil && ep >= e-1 {
+				// The previous epoch's key too: a node up to one epoch
+				// behind seals with it, and a node that started ahead of
+				// the fleet must open those tickets at once, not after its
+				// next refresh (#12).
 				k, blob, err := newEpochKey(s.kek, s.rand, ep, s.epochStart(ep))
 				if err != nil {
 					genErr = err

@@ -58,10 +58,16 @@ type node struct {
 
 func newNode(t *testing.T, addr, kekPath string, now time.Time, mods ...func(*RedisConfig)) *node {
 	t.Helper()
+	return newClientNode(t, newRedisClient(t, addr), kekPath, now, mods...)
+}
+
+// newClientNode is newNode on any client: a Cluster or Sentinel one.
+func newClientNode(t *testing.T, client RedisClient, kekPath string, now time.Time, mods ...func(*RedisConfig)) *node {
+	t.Helper()
 	n := &node{h: NewHolder(HolderConfig{}), clock: newFakeClock(now), refreshes: make(chan error, 64)}
 	t.Cleanup(func() { n.h.Close() })
 	cfg := RedisConfig{
-		Client: newRedisClient(t, addr), KEKFile: kekPath,
+		Client: client, KEKFile: kekPath,
 		RotateEvery: testRotate, Lifetime: testLifetime, Now: n.clock.Now,
 	}
 	for _, m := range mods {
@@ -158,8 +164,8 @@ func TestRedisNodesAgree(t *testing.T) {
 		if keyEpoch(r.Current()) != e {
 			t.Fatalf("step %d: sealing key is for epoch %d, want %d", step, keyEpoch(r.Current()), e)
 		}
-		if want := min(step, testPast) + 2; r.Len() != want {
-			t.Fatalf("step %d: ring has %d keys, want %d (epochs %d..%d that exist)", step, r.Len(), want, max(e0, e-testPast), e+1)
+		if want := min(step+1, testPast) + 2; r.Len() != want {
+			t.Fatalf("step %d: ring has %d keys, want %d (epochs %d..%d that exist)", step, r.Len(), want, max(e0-1, e-testPast), e+1)
 		}
 		for _, k := range r.keys {
 			ep := keyEpoch(k)
@@ -514,8 +520,8 @@ func TestRedisClockStepsBack(t *testing.T) {
 			t.Errorf("key for epoch %d is zeroed but in the ring", keyEpoch(k))
 		}
 	}
-	if got := n.h.Ring().Len(); got != 3 {
-		t.Errorf("ring has %d keys, want 3 (epochs e..e+2)", got)
+	if got := n.h.Ring().Len(); got != 4 {
+		t.Errorf("ring has %d keys, want 4 (epochs e-1..e+2)", got)
 	}
 }
 

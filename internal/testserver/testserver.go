@@ -20,12 +20,13 @@ import (
 
 // Server is a running server process.
 type Server struct {
-	Addr string // host:port on 127.0.0.1
-	Port int
-	cmd  *exec.Cmd
-	t    testing.TB
-	name string
-	args []string
+	Addr  string // host:port on 127.0.0.1
+	Port  int
+	cmd   *exec.Cmd
+	t     testing.TB
+	name  string
+	args  []string
+	ready string // the line that says the server is ready; "" to dial only
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -79,7 +80,7 @@ func Memcached(t testing.TB) *Server {
 
 func start(t testing.TB, name, bin string, port int, args []string, ready string) *Server {
 	t.Helper()
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, t: t, name: bin, args: args}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, t: t, name: bin, args: args, ready: ready}
 	s.launch(ready)
 	t.Cleanup(s.Stop)
 	return s
@@ -173,11 +174,7 @@ func (s *Server) Restart() {
 	if s.cmd != nil {
 		s.Stop()
 	}
-	ready := "Ready to accept connections"
-	if strings.Contains(s.name, "memcached") {
-		ready = ""
-	}
-	s.launch(ready)
+	s.launch(s.ready)
 }
 
 // Pause stops the process with SIGSTOP: it keeps its socket but answers

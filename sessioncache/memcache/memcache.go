@@ -1,7 +1,8 @@
 // Package memcache is a sessioncache.Store on memcached, through
-// bradfitz/gomemcache. Keys are spread over Config.Servers by gomemcache's
-// CRC32 selector, so every node of the fleet must list the same servers in
-// the same order.
+// bradfitz/gomemcache. Keys are spread over Config.Servers by rendezvous
+// hashing, so every node of the fleet must list the same servers (in any
+// order), and removing one of N servers loses only the sessions it held,
+// about 1/N of them.
 //
 // gomemcache has no context.Context. A Store honours ctx without a goroutine
 // per call: it returns ctx.Err() before a call if ctx is already done, and it
@@ -51,7 +52,8 @@ var ErrClosed = errors.New("sessioncache/memcache: store closed")
 type Config struct {
 	// Servers are the memcached servers, each host:port or the path of a
 	// Unix socket (any name containing "/"). A server listed twice gets twice
-	// the share of keys. At least one is required.
+	// the share of keys. Removing one of N servers loses about 1/N of the
+	// sessions; adding one, about 1/(N+1). At least one is required.
 	Servers []string `yaml:"servers"`
 
 	// Timeout bounds each Get, Put and Delete: the dial and each socket read
@@ -124,7 +126,7 @@ func (e *Error) Timeout() bool {
 // Keys are KeyPrefix followed by the caller's key (see
 // sessioncache.SessionKey).
 type Store struct {
-	servers *gomemcache.ServerList
+	servers *rendezvous
 	all     string // every server, for Ping's errors
 	prefix  string
 	timeout time.Duration
@@ -146,8 +148,8 @@ func New(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	servers := new(gomemcache.ServerList)
-	if err := servers.SetServers(cfg.Servers...); err != nil {
+	servers, err := newRendezvous(cfg.Servers...)
+	if err != nil {
 		return nil, fmt.Errorf("memcached.servers: resolving: %w", err)
 	}
 	s := &Store{
