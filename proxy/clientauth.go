@@ -78,9 +78,17 @@ func (c ClientAuthConfig) Validate() error {
 // ClientAuthSettings is the node's client-certificate configuration
 // (tls.client_auth): its default policy and the identity headers.
 type ClientAuthSettings struct {
-	ClientAuthConfig `yaml:",inline"`
+	// Mode is as in ClientAuthConfig; empty: no certificate is requested.
+	Mode string `yaml:"mode"`
+	// CAFiles are as in ClientAuthConfig.
+	CAFiles []string `yaml:"ca_files"`
 	// Headers name the headers that carry the verified identity upstream.
 	Headers ClientCertHeaders `yaml:"headers"`
+}
+
+// Policy returns the node's default policy.
+func (s ClientAuthSettings) Policy() ClientAuthConfig {
+	return ClientAuthConfig{Mode: s.Mode, CAFiles: s.CAFiles}
 }
 
 // ClientCertHeaders names the request headers that carry a connection's

@@ -242,7 +242,7 @@ func (a *App) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
 
 // loadClientAuth reads the client-certificate CA files of cfg (#14).
 func loadClientAuth(cfg *config.Config) (*proxy.ClientAuth, error) {
-	return proxy.LoadClientAuth(cfg.TLS.ClientAuth.ClientAuthConfig, cfg.TLS.Certificates)
+	return proxy.LoadClientAuth(cfg.TLS.ClientAuth.Policy(), cfg.TLS.Certificates)
 }
 
 // requestHook sets the session identifier header on upstream requests and

@@ -111,7 +111,7 @@ func (e *mtlsEnv) config(mode string, res config.Resumption) config.Config {
 	return config.Config{
 		TLS: config.TLS{
 			Certificates: []proxy.CertConfig{{Cert: e.srvCert, Key: e.srvKey}},
-			ClientAuth:   proxy.ClientAuthSettings{ClientAuthConfig: proxy.ClientAuthConfig{Mode: mode, CAFiles: []string{e.caFile}}},
+			ClientAuth:   proxy.ClientAuthSettings{Mode: mode, CAFiles: []string{e.caFile}},
 		},
 		Routes:     []proxy.RouteConfig{{Upstreams: []string{e.upstream}}},
 		Resumption: res,

@@ -46,7 +46,7 @@ func (c *Config) CheckFiles() error {
 	}
 	if c.TLS.ClientAuthOn() && len(c.TLS.validateClientAuth()) == 0 {
 		// The CA files, read as serve reads them; errors name the field.
-		if _, err := proxy.LoadClientAuth(c.TLS.ClientAuth.ClientAuthConfig, c.TLS.Certificates); err != nil {
+		if _, err := proxy.LoadClientAuth(c.TLS.ClientAuth.Policy(), c.TLS.Certificates); err != nil {
 			errs = append(errs, err)
 		}
 	}

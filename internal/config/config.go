@@ -147,7 +147,7 @@ func (t *TLS) StrictSNI() bool {
 // start and in CheckFiles).
 func (t *TLS) validateClientAuth() []error {
 	var errs []error
-	if err := t.ClientAuth.Validate(); err != nil {
+	if err := t.ClientAuth.Policy().Validate(); err != nil {
 		errs = append(errs, prefixErrors("tls.client_auth.", err))
 	}
 	h := t.ClientAuth.Headers
