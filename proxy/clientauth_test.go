@@ -58,14 +58,14 @@ func TestClientCertHeadersSet(t *testing.T) {
 	for name, want := range map[string]string{
 		DefaultClientCertSubjectHeader: `CN=a\x0ab\xc3\xa9`,
 		"X-SANs":                       "DNS:a.example, email:x@example.org, URI:spiffe://example.org/svc",
-		DefaultClientCertSHA256Header:  "5050d80d22ecd471ea55df7034042c1e041341ff4066e7f6ff38e20b720df8ea",
+		// printf der | sha256sum
+		DefaultClientCertSHA256Header: "5050d80d22ecd471ea55df7034042c1e041341ff4066e7f6ff38e20b720df8ea",
 	} {
 		if got := h.Get(name); got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}
 	}
-	// SHA-256 of "der" (printf der | sha256sum). Unverified: PeerCertificates
-	// alone set nothing.
+	// Unverified: PeerCertificates alone set nothing.
 	h = http.Header{}
 	ClientCertHeaders{}.Set(h, &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
 	if len(h) != 0 {
