@@ -142,27 +142,28 @@ var tlsVersions = []struct {
 func TestMTLSRequire(t *testing.T) {
 	t.Parallel()
 	e := newMTLSEnv(t)
-	node := startNode(t, e.config(proxy.ClientAuthRequire, config.Resumption{}))
-	addr := node.Addr().String()
 	_, _, stranger := e.other.Issue(t, "mallory", true, "mallory.example")
-	for _, v := range tlsVersions {
-		t.Run(v.name, func(t *testing.T) {
-			if _, _, err := mtlsGet(addr, "localhost", v.v, nil, nil, nil); err == nil {
-				t.Error("no client certificate: request served, want the handshake refused")
-			}
-			if _, _, err := mtlsGet(addr, "localhost", v.v, &stranger, nil, nil); err == nil {
-				t.Error("certificate from an untrusted CA: request served, want the handshake refused")
-			}
-			forged := http.Header{"X-Client-Cert-Subject": {"CN=root"}, "X-Client-Cert-Sha256": {"00"}, "X_client_cert_sans": {"DNS:x"}}
-			seen, cs, err := mtlsGet(addr, "localhost", v.v, &e.client, nil, forged)
-			if err != nil {
-				t.Fatalf("valid client certificate: %v", err)
-			}
-			if cs.Version != v.v {
-				t.Errorf("negotiated %s, want %s", proxy.VersionName(cs.Version), v.name)
-			}
-			e.checkIdentity(t, seen)
-		})
+	for _, mode := range []string{"tickets", "off"} {
+		addr := startNode(t, e.config(proxy.ClientAuthRequire, config.Resumption{Mode: mode})).Addr().String()
+		for _, v := range tlsVersions {
+			t.Run(mode+"/"+v.name, func(t *testing.T) {
+				if _, _, err := mtlsGet(addr, "localhost", v.v, nil, nil, nil); err == nil {
+					t.Error("no client certificate: request served, want the handshake refused")
+				}
+				if _, _, err := mtlsGet(addr, "localhost", v.v, &stranger, nil, nil); err == nil {
+					t.Error("certificate from an untrusted CA: request served, want the handshake refused")
+				}
+				forged := http.Header{"X-Client-Cert-Subject": {"CN=root"}, "X-Client-Cert-Sha256": {"00"}, "X_client_cert_sans": {"DNS:x"}}
+				seen, cs, err := mtlsGet(addr, "localhost", v.v, &e.client, nil, forged)
+				if err != nil {
+					t.Fatalf("valid client certificate: %v", err)
+				}
+				if cs.Version != v.v {
+					t.Errorf("negotiated %s, want %s", proxy.VersionName(cs.Version), v.name)
+				}
+				e.checkIdentity(t, seen)
+			})
+		}
 	}
 }
 
