@@ -294,7 +294,11 @@ func readCACerts(path string) ([]*x509.Certificate, error) {
 
 // SetClientAuth puts client-certificate policies in force for new
 // handshakes (ConfigureClientAuth) and in the resumption scope (Scope). A
-// nil a requests no certificate anywhere.
+// nil a requests no certificate anywhere. A handshake in progress while
+// the policies change may have its session stamped with the new scope
+// after a verification against the old CAs; crypto/tls re-checks a resumed
+// chain against the CAs in force, so even such a session does not outlive
+// a removed CA.
 func (c *Certs) SetClientAuth(a *ClientAuth) { c.clientAuth.Store(a) }
 
 // clientPolicyFor returns the policy for a server name: the override of
