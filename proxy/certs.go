@@ -20,6 +20,10 @@ import (
 type CertConfig struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// ClientAuth, if set, replaces the node's client-certificate policy
+	// (tls.client_auth) for the names this certificate is selected for
+	// (#14). Its Mode is then required.
+	ClientAuth *ClientAuthConfig `yaml:"client_auth"`
 }
 
 // Certs selects a certificate by SNI among several, and can be reloaded
@@ -30,6 +34,9 @@ type Certs struct {
 	files   []CertConfig
 	set     atomic.Pointer[certSet]
 	managed atomic.Pointer[managedRef]
+	// clientAuth holds the client-certificate policies (clientauth.go);
+	// nil: none.
+	clientAuth atomic.Pointer[ClientAuth]
 }
 
 // ManagedCerts is a certificate source that manages its own names, such as
@@ -73,6 +80,7 @@ type certSet struct {
 
 type certEntry struct {
 	cert  *tls.Certificate
+	index int      // in the certificate list, for ClientAuth overrides
 	group string   // the scope: index and first name, e.g. "0:example.com"
 	names []string // lower-case names and IPs the certificate is for; "*.x" for wildcards
 }
@@ -155,7 +163,7 @@ func newCertSet(certs []*tls.Certificate) *certSet {
 		if len(names) > 0 {
 			first = strings.ToLower(names[0])
 		}
-		e := &certEntry{cert: cert, group: fmt.Sprintf("%d:%s", i, first)}
+		e := &certEntry{cert: cert, index: i, group: fmt.Sprintf("%d:%s", i, first)}
 		for _, n := range names {
 			e.names = append(e.names, strings.ToLower(n))
 		}
@@ -218,14 +226,16 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	return e.cert, nil
 }
 
-// Scope returns the certificate group a connection's SNI selects. It is the
-// resumption scope: see resumption.Config.Scope.
+// Scope returns the certificate group a connection's SNI selects and, if
+// that name's client-certificate policy requests certificates, the policy
+// and a fingerprint of its CAs (SetClientAuth). It is the resumption
+// scope: see resumption.Config.Scope.
 func (c *Certs) Scope(cs tls.ConnectionState) string {
 	if m := c.managedFor(cs.ServerName, false); m != nil {
-		return m.Scope(strings.ToLower(cs.ServerName))
+		return m.Scope(strings.ToLower(cs.ServerName)) + c.clientScope(cs.ServerName)
 	}
 	if e := c.set.Load().pick(cs.ServerName); e != nil {
-		return e.group
+		return e.group + c.clientScope(cs.ServerName)
 	}
 	return ""
 }

@@ -75,7 +75,9 @@ type TLSOptions struct {
 // ServerConfig.PerConn returns for it, where the session layer installs its
 // WrapSession and UnwrapSession hooks and turns tickets on. The hooks are
 // installed in that one place, so no connection can resume with
-// crypto/tls's own ticket keys.
+// crypto/tls's own ticket keys. Client certificates are likewise asked for
+// only through the per-connection hook Certs.ConfigureClientAuth installs,
+// which picks the policy of the SNI name.
 func NewTLSConfig(o TLSOptions) *tls.Config {
 	return &tls.Config{
 		MinVersion:             cmp.Or(o.MinVersion, tls.VersionTLS12),

@@ -175,6 +175,11 @@ func (a *App) build() error {
 	if err := a.buildACME(cfg); err != nil {
 		return err
 	}
+	ca, err := loadClientAuth(cfg)
+	if err != nil {
+		return err
+	}
+	a.certs.SetClientAuth(ca)
 	a.sessions, err = buildSessions(context.Background(), cfg.Resumption, a.opts, a.certs, a.resMetrics, a.statefulMetrics, a.reg, a.log)
 	if err != nil {
 		return err
@@ -225,24 +230,39 @@ func sessionIDHeader(cfg *config.Config) string {
 // perConn gives each handshake its own session hooks (Layer.ConnConfig):
 // the one place they are installed. A resumed session then keeps the time
 // of its full handshake and, in the stateful modes, requests carry the
-// session identifier. It returns nil in mode off: no connection resumes.
+// session identifier. In mode off no connection resumes. Either way the
+// connection's own configuration gets the client-certificate hook, which
+// clones it with the policy of the SNI name (Certs.ConfigureClientAuth).
 func (a *App) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
 	l := a.sessions.layer
-	if l == nil {
-		return nil
-	}
 	return func(base *tls.Config) (*tls.Config, proxy.ConnSession) {
-		return l.ConnConfig(base)
+		if l == nil {
+			c := base.Clone()
+			a.certs.ConfigureClientAuth(c)
+			return c, nil
+		}
+		c, cs := l.ConnConfig(base)
+		a.certs.ConfigureClientAuth(c)
+		return c, cs
 	}
 }
 
+// loadClientAuth reads the client-certificate CA files of cfg (#14).
+func loadClientAuth(cfg *config.Config) (*proxy.ClientAuth, error) {
+	return proxy.LoadClientAuth(cfg.TLS.ClientAuth.Policy(), cfg.TLS.Certificates)
+}
+
 // requestHook sets the session identifier header on upstream requests and
-// always removes a client-supplied one, which would be a forgery.
-func requestHook(header string) func(*httputil.ProxyRequest) {
-	if header == "" {
-		return nil
-	}
+// always removes a client-supplied one, which would be a forgery. It also
+// sets the verified client certificate's identity headers (#14), kept in
+// the session of a resumed connection; the handler has already removed
+// any client-supplied copy (HandlerConfig.ProxyHeaders).
+func requestHook(header string, certHeaders proxy.ClientCertHeaders) func(*httputil.ProxyRequest) {
 	return func(pr *httputil.ProxyRequest) {
+		certHeaders.Set(pr.Out.Header, pr.In.TLS)
+		if header == "" {
+			return
+		}
 		pr.Out.Header.Del(header)
 		if cs := proxy.ConnSessionFrom(pr.In.Context()); cs != nil {
 			if id := cs.SessionID(); id != "" {
@@ -287,7 +307,7 @@ func (a *App) tlsConfig(cfg *config.Config) (*tls.Config, error) {
 func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 	access := accessLogger(cfg.Log, a.log, nil)
 	var covered func(serverName, host string) bool
-	if cfg.TLS.StrictSNIHost {
+	if cfg.TLS.StrictSNI() {
 		covered = a.certs.Covers
 	}
 	return proxy.NewHandler(proxy.HandlerConfig{
@@ -298,9 +318,9 @@ func (a *App) newHandler(cfg *config.Config) (*proxy.Handler, error) {
 		Registerer:  a.reg,
 		// The session-ID header, under its default and configured
 		// names, is the proxy's to set even when the feature is off.
-		ProxyHeaders:          []string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)},
+		ProxyHeaders:          append([]string{config.DefaultSessionIDHeader, sessionIDHeader(cfg)}, cfg.TLS.ClientAuth.Headers.Names()...),
 		KeepUnderscoreHeaders: cfg.UnderscoresInHeaders,
-		RequestHook:           requestHook(sessionIDHeader(cfg)),
+		RequestHook:           requestHook(sessionIDHeader(cfg), cfg.TLS.ClientAuth.Headers),
 		AccessFormat:          proxy.AccessFormat(cfg.Log.AccessFormat),
 	})
 }
@@ -394,6 +414,12 @@ func (a *App) Reload() error {
 		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return err
 	}
+	clientAuth, err := loadClientAuth(cfg)
+	if err != nil {
+		handler.Stop()
+		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
+		return err
+	}
 	// Certificates last among the checks: Reload swaps them only if every
 	// file loads, and nothing can fail after it.
 	if err := a.certs.Reload(); err != nil {
@@ -401,6 +427,9 @@ func (a *App) Reload() error {
 		a.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return err
 	}
+	// New CAs take effect for new handshakes, and change the resumption
+	// scope: a session verified under a removed CA gets a full handshake.
+	a.certs.SetClientAuth(clientAuth)
 	a.mu.Lock()
 	old := a.handler
 	prev := a.cfg

@@ -36,13 +36,19 @@ func Check(path string) (*Config, error) {
 
 // CheckFiles reads the files a configuration names with the loaders
 // serve uses: certificate/key pairs (and that each key matches its
-// certificate), ticket key files (size, permissions, duplicate names), the
+// certificate), client-certificate CA files, ticket key files (size, permissions, duplicate names), the
 // key-encryption key file, and Redis password and CA files. It reaches no
 // server. It returns every problem found, each naming its field.
 func (c *Config) CheckFiles() error {
 	var errs []error
 	for i, cc := range c.TLS.Certificates {
 		errs = append(errs, checkCertPair(fmt.Sprintf("tls.certificates[%d]", i), cc))
+	}
+	if c.TLS.ClientAuthOn() && len(c.TLS.validateClientAuth()) == 0 {
+		// The CA files, read as serve reads them; errors name the field.
+		if _, err := proxy.LoadClientAuth(c.TLS.ClientAuth.Policy(), c.TLS.Certificates); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	r := c.Resumption
 	switch cmp.Or(r.Mode, DefaultMode) {

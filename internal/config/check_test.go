@@ -114,7 +114,7 @@ func TestDecodeErrorsNameTheField(t *testing.T) {
 		{"routes: [{upstreams: [\"http://a:1\"], health_check: {interval: soon}}]\n", `routes[0].health_check.interval: "soon": not a duration`},
 		{"resumption:\n  session_lifetime: 12\n", "resumption.session_lifetime: 12: a duration needs a unit"},
 		{"limits:\n  max_connections: lots\n", "limits.max_connections (line 2): cannot unmarshal !!str `lots` into int"},
-		{"tls:\n  min_versoin: \"1.3\"\n", "tls.min_versoin (line 2): field min_versoin not found in type config.TLS (known: acme, certificates, min_version, strict_sni_host)"},
+		{"tls:\n  min_versoin: \"1.3\"\n", "tls.min_versoin (line 2): field min_versoin not found in type config.TLS (known: acme, certificates, client_auth, min_version, strict_sni_host)"},
 	}
 	for _, tt := range tests {
 		_, err := Parse(strings.NewReader(tt.in))

@@ -106,11 +106,72 @@ type TLS struct {
 	// StrictSNIHost answers 421 Misdirected Request to a request whose
 	// Host the connection's certificate (chosen by SNI) does not cover:
 	// HTTP/2 connection reuse across certificate groups, domain fronting.
-	StrictSNIHost bool `yaml:"strict_sni_host"`
+	// Absent: on whenever client certificates are requested (ClientAuthOn),
+	// so that a connection authenticated for one host cannot be reused
+	// for another; false turns it off explicitly. See StrictSNI.
+	StrictSNIHost *bool `yaml:"strict_sni_host"`
+	// ClientAuth is the default client-certificate (mTLS) policy and the
+	// headers carrying the verified identity upstream (#14);
+	// Certificates[i].ClientAuth overrides the policy for one
+	// certificate's names. Zero: no certificate is requested.
+	ClientAuth proxy.ClientAuthSettings `yaml:"client_auth"`
 	// ACME, if set, gets and renews certificates for its hosts
 	// automatically (issue #9); static Certificates still serve their
 	// names. Absent: no ACME.
 	ACME *acme.Config `yaml:"acme"`
+}
+
+// ClientAuthOn reports whether some policy requests client certificates:
+// the default or a certificate's override.
+func (t *TLS) ClientAuthOn() bool {
+	on := func(m string) bool { return m == proxy.ClientAuthRequire || m == proxy.ClientAuthVerifyIfGiven }
+	if on(t.ClientAuth.Mode) {
+		return true
+	}
+	for _, c := range t.Certificates {
+		if c.ClientAuth != nil && on(c.ClientAuth.Mode) {
+			return true
+		}
+	}
+	return false
+}
+
+// StrictSNI reports whether 421 Misdirected Request is on: StrictSNIHost
+// if set, else ClientAuthOn.
+func (t *TLS) StrictSNI() bool {
+	if t.StrictSNIHost != nil {
+		return *t.StrictSNIHost
+	}
+	return t.ClientAuthOn()
+}
+
+// validateClientAuth checks tls.client_auth and the per-certificate
+// overrides without reading the CA files (proxy.LoadClientAuth does, at
+// start and in CheckFiles).
+func (t *TLS) validateClientAuth() []error {
+	var errs []error
+	if err := t.ClientAuth.Policy().Validate(); err != nil {
+		errs = append(errs, prefixErrors("tls.client_auth.", err))
+	}
+	h := t.ClientAuth.Headers
+	for _, f := range []struct{ name, v string }{{"subject", h.Subject}, {"sans", h.SANs}, {"sha256", h.SHA256}} {
+		if f.v != "" && !validHeaderName(f.v) {
+			errs = append(errs, fmt.Errorf("tls.client_auth.headers.%s: %q: not a valid header name", f.name, f.v))
+		}
+	}
+	for i, c := range t.Certificates {
+		if c.ClientAuth == nil {
+			continue
+		}
+		field := fmt.Sprintf("tls.certificates[%d].client_auth.", i)
+		if c.ClientAuth.Mode == "" {
+			errs = append(errs, fmt.Errorf("%smode: required: require, verify_if_given or none", field))
+		}
+		if err := c.ClientAuth.Validate(); err != nil {
+			errs = append(errs, prefixErrors(field, err))
+		}
+	}
+	return errs
 }
 
 // Resumption configures how sessions resume across the fleet.
@@ -303,6 +364,7 @@ func (c *Config) Validate() error {
 			add("tls.certificates[%d].key: required", i)
 		}
 	}
+	errs = append(errs, c.TLS.validateClientAuth()...)
 	if c.TLS.ACME != nil {
 		if err := c.TLS.ACME.Validate(); err != nil {
 			errs = append(errs, prefixErrors("tls.", err))
