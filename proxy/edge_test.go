@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 
 	"github.com/edgeproxy/edgeproxy/internal/testserver"
@@ -138,5 +140,40 @@ func TestUpstreamTLSFileErrors(t *testing.T) {
 	_, err := NewHandler(HandlerConfig{Routes: []RouteConfig{{Upstreams: []string{"https://127.0.0.1:1"}, TLS: UpstreamTLSConfig{CAFiles: []string{"/nonexistent/ca.pem"}}}}})
 	if err == nil || !strings.Contains(err.Error(), "routes[0].tls.ca_files[0]") {
 		t.Fatalf("error %v, want one naming routes[0].tls.ca_files[0]", err)
+	}
+}
+
+// TestClientCertRefusalIsCounted: a handshake refused because the client sent
+// no certificate where one is required has its own reason.
+func TestClientCertRefusalIsCounted(t *testing.T) {
+	t.Parallel()
+	ca := testserver.NewCA(t, "clientcert")
+	certs, err := SelfSignedCerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := NewTLSConfig(TLSOptions{Certs: certs})
+	conf.ClientAuth, conf.ClientCAs = tls.RequireAndVerifyClientCert, ca.Pool
+	m := mustTLSMetrics(t, prometheus.NewRegistry())
+	s := startServer(t, ServerConfig{Handler: okHandler(), TLS: conf, Metrics: m})
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		raw, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: v, MaxVersion: v})
+		err = c.Handshake()
+		if err == nil {
+			// TLS 1.3: the client learns of the refusal on its first read.
+			_, err = c.Read(make([]byte, 1))
+		}
+		if err == nil {
+			t.Fatalf("TLS %x: handshake without a client certificate succeeded", v)
+		}
+		io.Copy(io.Discard, raw) // the server counts before it closes
+		raw.Close()
+	}
+	if n := testutil.ToFloat64(m.errs[ReasonClientCert]); n != 2 {
+		t.Errorf("handshake errors {reason=%q} = %v, want 2", ReasonClientCert, n)
 	}
 }

@@ -175,6 +175,9 @@ func classifyHandshakeError(err error) string {
 	case strings.Contains(msg, "no cipher suite supported"), strings.Contains(msg, "no mutually supported"),
 		strings.Contains(msg, "no ECDHE curve"):
 		return ReasonNoSharedCipher
+	case strings.Contains(msg, "client didn't provide a certificate"), strings.Contains(msg, "failed to verify certificate"),
+		strings.Contains(msg, "client certificate"):
+		return ReasonClientCert
 	case strings.Contains(msg, "client hello"), strings.Contains(msg, "ClientHello"), strings.Contains(msg, "unexpected message"):
 		return ReasonBadClientHello
 	}

@@ -16,7 +16,10 @@ const (
 	ReasonBadClientHello = "bad_client_hello"
 	ReasonVersion        = "protocol_version"
 	ReasonNoSharedCipher = "no_shared_cipher"
-	ReasonOther          = "other"
+	// ReasonClientCert: client auth asked for a certificate that the
+	// client did not send or that did not verify.
+	ReasonClientCert = "client_certificate"
+	ReasonOther      = "other"
 )
 
 // TLSMetrics counts handshakes. A nil *TLSMetrics counts nothing.
@@ -66,7 +69,7 @@ func NewTLSMetrics(reg prometheus.Registerer) (*TLSMetrics, error) {
 	}
 	m.durObs[0] = m.duration.WithLabelValues("false")
 	m.durObs[1] = m.duration.WithLabelValues("true")
-	for _, r := range []string{ReasonTimeout, ReasonClientClosed, ReasonBadClientHello, ReasonVersion, ReasonNoSharedCipher, ReasonOther} {
+	for _, r := range []string{ReasonTimeout, ReasonClientClosed, ReasonBadClientHello, ReasonVersion, ReasonNoSharedCipher, ReasonClientCert, ReasonOther} {
 		m.errs[r] = m.errors.WithLabelValues(r)
 	}
 	m.conns = newConnMetrics()
