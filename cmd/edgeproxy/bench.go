@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/edgeproxy/edgeproxy/internal/bench"
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 var benchCommand = &command{
@@ -54,7 +55,7 @@ func benchFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error
 		default:
 			return fmt.Errorf("--mode %q: must be full, resume or both", *mode)
 		}
-		v, err := bench.ParseVersion(*version)
+		v, err := proxy.ParseTLSVersion(*version)
 		if err != nil {
 			return fmt.Errorf("--tls %w", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/bench"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demo"
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 var demoCommand = &command{
@@ -41,7 +42,7 @@ func demoFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error 
 		if len(args) > 0 {
 			return fmt.Errorf("unexpected arguments: %q", args)
 		}
-		v, err := bench.ParseVersion(*version)
+		v, err := proxy.ParseTLSVersion(*version)
 		if err != nil {
 			return fmt.Errorf("--tls %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/edgeproxy/edgeproxy/internal/probe"
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 var probeCommand = &command{
@@ -39,7 +40,7 @@ func probeFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error
 			return fmt.Errorf("--reconnects must be positive, got %d", *reconnects)
 		}
 		if *version != "" {
-			v, err := probe.ParseVersion(*version)
+			v, err := proxy.ParseTLSVersion(*version)
 			if err != nil {
 				return fmt.Errorf("--tls %w", err)
 			}

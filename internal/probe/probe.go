@@ -239,14 +239,3 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	return rep, nil
 }
-
-// ParseVersion maps "1.2" and "1.3" to crypto/tls constants.
-func ParseVersion(s string) (uint16, error) {
-	switch s {
-	case "1.2":
-		return tls.VersionTLS12, nil
-	case "1.3":
-		return tls.VersionTLS13, nil
-	}
-	return 0, fmt.Errorf("%q: must be 1.2 or 1.3", s)
-}
