@@ -54,6 +54,7 @@ type ConnSession struct {
 	// connection (cs.DidResume in WrapSession): it does so on every
 	// resumption over TCP, TLS 1.2 and 1.3.
 	resumed bool
+	opened  bool // UnwrapSession handed crypto/tls a session
 	done    bool
 }
 
@@ -87,7 +88,7 @@ func (c *ConnSession) HandshakeDone(err error) {
 	switch {
 	case err != nil:
 		c.l.counts.failed.Inc()
-	case c.resumed && c.authAt != 0:
+	case c.resumed && c.opened:
 		c.l.counts.resumed.Inc()
 	default:
 		c.l.counts.full.Inc()
@@ -141,7 +142,7 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		ss, authAt, id := l.unwrap(ider, identity, cs)
 		if ss != nil {
-			rec.authAt, rec.id = authAt, id
+			rec.authAt, rec.id, rec.opened = authAt, id, true
 		}
 		return ss, nil
 	}
