@@ -73,8 +73,10 @@ func (c *ConnSession) SessionID() string {
 // It is the commit point of what had to wait for that (#12): a stateful
 // backend stores the session the handshake issued, or drops it if err is
 // not nil, and consumes a single-use session the handshake resumed. It
-// counts the handshake in edgeproxy_resumption_handshakes_total. Calls
-// after the first do nothing; it is safe on a nil *ConnSession. It is
+// counts the handshake in edgeproxy_resumption_handshakes_total. It may
+// wait for the backend's store (bounded by the backend's timeout), so the
+// listener calls it on the connection's own goroutine. Calls after the
+// first do nothing; it is safe on a nil *ConnSession. It is
 // transport-agnostic: any listener (TCP, QUIC) calls it at the end of the
 // handshake.
 func (c *ConnSession) HandshakeDone(err error) {

@@ -100,6 +100,19 @@ type Config struct {
 	// negative.
 	CommitQueue int
 
+	// CommitAsync, if true, lets HandshakeDone return as soon as the
+	// session is queued for the writers. Then a client that reconnects to
+	// another node before the write reached Store (the commit delay,
+	// edgeproxy_session_commit_delay_seconds: tens of microseconds on an
+	// idle loopback, milliseconds when the writers wait for a busy CPU)
+	// gets a full handshake there. If false, HandshakeDone waits for Store's
+	// acknowledgement, at most Timeout, before the listener serves the
+	// connection: the handshake is complete and its latency unchanged, the
+	// first request waits one store round trip (writes still batched
+	// across connections), and a client that reconnects after the server's
+	// first response or close finds its session on every node.
+	CommitAsync bool
+
 	// CommitWorkers is the number of writers, each sending what is queued
 	// (up to 64 sessions in one pipelined round trip to a store that can,
 	// such as Redis; one at a time to memcached). If zero,

@@ -91,7 +91,10 @@ func (c *Conn) UnwrapSessionID(identity []byte, _ tls.ConnectionState) (*tls.Ses
 
 // HandshakeDone ends the handshake: if err is nil, it commits the parked
 // sessions (see Backend) and, with SingleUse, consumes the session the
-// handshake resumed; else it drops them. Calls after the first do nothing.
+// handshake resumed; else it drops them. Unless CommitAsync is set it
+// waits for Store to acknowledge the commit, at most Timeout; with
+// SingleUse, for the delete, at most Timeout. Calls after the first do
+// nothing.
 func (c *Conn) HandshakeDone(err error) {
 	if c.done {
 		return

@@ -98,6 +98,7 @@ type Backend struct {
 	lifetime  time.Duration
 	timeout   time.Duration
 	singleUse bool
+	async     bool // Config.CommitAsync
 	rand      io.Reader
 	log       *zap.Logger
 	breaker   *breaker
@@ -128,6 +129,7 @@ func New(cfg Config) (*Backend, error) {
 		lifetime:  resumption.SessionLifetime(cfg.Lifetime),
 		timeout:   cfg.StoreTimeout(),
 		singleUse: cfg.SingleUse,
+		async:     cfg.CommitAsync,
 		rand:      cfg.Rand,
 		log:       cfg.Logger,
 		metrics:   cfg.Metrics,
@@ -277,6 +279,8 @@ type entry struct {
 	sid string // SessionID
 	// committed is when the handshake completed (NewConn's path only).
 	committed time.Time
+	// acked, if not nil, is closed once the writers are done with the entry.
+	acked chan struct{}
 }
 
 const valueOff = handleLen + 1 // offset of the value in entry.buf
