@@ -53,7 +53,7 @@ func redisKeys(tb testing.TB, rdb *goredis.Client, prefix string) int {
 // handshakes, must leave no key in Redis.
 func TestAbortedHandshakesStoreNothing(t *testing.T) {
 	t.Parallel()
-	srv, store := startRedis(t)
+	srv, store := startRedisTimeout(t, loadedCITimeout)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	l := tlstest.NewLoopback(t)
@@ -123,7 +123,7 @@ func TestAbortedHandshakesStoreNothing(t *testing.T) {
 // lookup.
 func TestOneLookupPerClientHello(t *testing.T) {
 	t.Parallel()
-	_, store := startRedis(t)
+	_, store := startRedisTimeout(t, loadedCITimeout)
 	rec := storetest.NewRecorder(store)
 	n := newNode(t, Config{Mode: resumption.ModeRedis, Store: rec, Timeout: loadedCITimeout}, tls.VersionTLS13)
 	l := tlstest.NewLoopback(t)
@@ -200,7 +200,7 @@ func TestReplayDoesNotConsume(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
-			_, store := kind.start(t)
+			_, store := kind.startTimeout(t, loadedCITimeout)
 			rec := storetest.NewRecorder(store)
 			l := tlstest.NewLoopback(t)
 			for _, v := range tlstest.Versions {
@@ -347,7 +347,7 @@ func TestCommitWindow(t *testing.T) {
 	ss := tlstest.Session(t, tls.VersionTLS13)
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			_, store := kind.start(t)
+			_, store := kind.startTimeout(t, loadedCITimeout)
 			ack := &ackStore{Store: store, at: make(map[string]time.Time)}
 			var st sessioncache.Store = ack
 			if _, ok := store.(batchPutter); ok {
@@ -399,7 +399,9 @@ func TestCommitWindow(t *testing.T) {
 			n.flush(t)
 			t.Logf("%s: commit delay, a burst of %d commits from %d goroutines (queueing included): %s", kind.name, burst, concurrency, percentiles(delays()))
 			if got := n.metric(t, "edgeproxy_session_commits_total", "result", "ok"); got != isolated+burst {
-				t.Fatalf("ok commits = %v; want %d", got, isolated+burst)
+				t.Fatalf("ok commits = %v (error %v, overflow %v); want %d", got,
+					n.metric(t, "edgeproxy_session_commits_total", "result", "error"),
+					n.metric(t, "edgeproxy_session_commits_total", "result", "overflow"), isolated+burst)
 			}
 
 			// Real clients that reconnect to another node the moment they

@@ -110,7 +110,7 @@ func TestFleetRoundRobin(t *testing.T) {
 	l := tlstest.NewLoopback(t)
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			_, store := kind.start(t)
+			_, store := kind.startTimeout(t, loadedCITimeout)
 			for _, v := range tlstest.Versions {
 				t.Run(v.Name, func(t *testing.T) {
 					nodes := newFleet(t, 3, Config{Mode: kind.mode, Store: store, Prefix: v.Name + "/", Timeout: loadedCITimeout}, v.Version)
@@ -154,7 +154,7 @@ func TestStoreKilled(t *testing.T) {
 		for _, v := range tlstest.Versions {
 			t.Run(kind.name+"/"+v.Name, func(t *testing.T) {
 				c.tb = t
-				srv, store := kind.start(t)
+				srv, store := kind.startTimeout(t, loadedCITimeout)
 				clk := storetest.NewClock(time.Now())
 				// A stopped store refuses connections at once, so the breaker
 				// steps do not depend on Timeout; a long one keeps the
@@ -304,7 +304,7 @@ func (c *capture) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([
 // of its own: neither the state nor its secret, and a key that is not the id.
 func TestRedisValueOpaque(t *testing.T) {
 	t.Parallel()
-	srv, store := startRedis(t)
+	srv, store := startRedisTimeout(t, loadedCITimeout)
 	rdb := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	l := tlstest.NewLoopback(t)
@@ -367,7 +367,7 @@ func TestRedisValueOpaque(t *testing.T) {
 
 func TestRevokeHandshake(t *testing.T) {
 	t.Parallel()
-	_, store := startRedis(t)
+	_, store := startRedisTimeout(t, loadedCITimeout)
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, v := range tlstest.Versions {
 		t.Run(v.Name, func(t *testing.T) {
@@ -390,7 +390,7 @@ func TestRevokeHandshake(t *testing.T) {
 
 func TestSingleUseHandshake(t *testing.T) {
 	t.Parallel()
-	_, store := startMemcached(t)
+	_, store := startMemcachedTimeout(t, loadedCITimeout)
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, v := range tlstest.Versions {
 		t.Run(v.Name, func(t *testing.T) {
