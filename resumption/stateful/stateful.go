@@ -133,8 +133,12 @@ func New(cfg Config) (*Backend, error) {
 		rand:      cfg.Rand,
 		log:       cfg.Logger,
 		metrics:   cfg.Metrics,
-		writer:    newCommitter(cfg.commitQueue(), cfg.commitWorkers()),
 	}
+	queue := cfg.commitQueue()
+	if s.shared == nil {
+		queue = 0 // sticky: commits go to Local, never to the writers
+	}
+	s.writer = newCommitter(queue, cfg.commitWorkers())
 	if s.mode == "" {
 		s.mode = resumption.ModeSticky
 		if s.shared != nil {

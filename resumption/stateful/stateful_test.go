@@ -242,6 +242,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative timeout", Config{Timeout: -time.Millisecond}, `resumption.store.timeout: must not be negative, got "-1ms"`},
 		{"negative failures", Config{Breaker: BreakerConfig{Failures: -1}}, "resumption.store.breaker.failures"},
 		{"negative cooldown", Config{Breaker: BreakerConfig{Cooldown: -1}}, "resumption.store.breaker.cooldown"},
+		{"negative commit queue", Config{CommitQueue: -1}, "resumption.store.commit_queue: must not be negative, got -1"},
+		{"negative commit workers", Config{CommitWorkers: -2}, "resumption.store.commit_workers: must not be negative, got -2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
