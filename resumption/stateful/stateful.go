@@ -65,14 +65,14 @@ const (
 // pass it upstream, and Revoke deletes the session by it.
 //
 // Every session is written to Store (with Lifetime as TTL) and to Local:
-// through NewConn (the path of edgeproxy's listener, #12), only once its
+// through NewConn (the path of edgeproxy's listener, #12) only once its
 // handshake completed, to Local at once and to Store by background
 // writers (see commit.go: bounded queue, pipelined writes, the window in
 // which another node misses a session just issued); through the Backend's
-// own WrapSession, at once. Store is the source of truth: while it answers, a session resumes only if
-// Store has it, so revocation and single use hold fleet-wide. When Store
-// fails or is slower than Timeout, Backend falls back to Local (degraded
-// mode): clients returning to the node that issued their session still
+// own WrapSession, at once. Store is the source of truth: while it
+// answers, a session resumes only if Store has it, so revocation and
+// single use hold fleet-wide. When Store fails or is slower than Timeout,
+// Backend falls back to Local (degraded mode): clients returning to the node that issued their session still
 // resume, every other client gets a full handshake, and none a failed one.
 // Consecutive failures open a circuit breaker that skips Store (no
 // Timeout is added to handshakes) until Cooldown has passed; then one call
