@@ -15,7 +15,17 @@ import (
 //     parked until HandshakeDone, which commits it if the handshake
 //     completed and drops it otherwise (crypto/tls issues TLS 1.3 tickets,
 //     and TLS 1.2 tickets on resumption, before it reads the client's
-//     Finished);
+//     Finished). Two TLS 1.2 cases differ, because there the client holds
+//     the ticket as soon as the server's Finished is out, and may reconnect
+//     to another node before HandshakeDone could commit: a full handshake's
+//     ticket is issued after crypto/tls verified the client's Finished, so
+//     it is committed at once, before the server's Finished; a resumption
+//     of a session found in Store re-issues the handle the client
+//     presented (crypto/tls re-wraps the same master secret and creation
+//     time, and the Layer keeps the authentication time and scope), so
+//     nothing is written and the next connection finds it on every node.
+//     With SingleUse the resumed session is consumed, so a fresh one is
+//     parked as in TLS 1.3;
 //   - UnwrapSessionID makes at most one store lookup per handshake: the
 //     first identity that is a well-formed handle costs one, any further
 //     identity of the ClientHello is a miss without a lookup;
@@ -30,6 +40,8 @@ type Conn struct {
 	pending []*entry // sealed, waiting for HandshakeDone
 	looked  bool     // the one store lookup was made
 	opened  string   // store key of the session the lookup opened
+	handle  []byte   // its handle, as the client presented it
+	sid     string   // its SessionID
 	from    int      // where it was found (fromStore, fromLocal)
 	// resumed: crypto/tls issued a ticket on a resumed connection, so the
 	// opened session was used.
@@ -47,16 +59,23 @@ func (s *Backend) NewConn() resumption.BackendConn { return &Conn{s: s} }
 // WrapSessionID seals ss under a fresh handle, as Backend.WrapSessionID
 // does, and parks it until HandshakeDone; issued after HandshakeDone(nil)
 // (a QUIC server sends tickets after its handshake), it is committed at
-// once.
+// once. TLS 1.2 differs; see Conn.
 func (c *Conn) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, string, error) {
+	if cs.DidResume {
+		c.resumed = true
+	}
+	if cs.Version == tls.VersionTLS12 && cs.DidResume && c.from == fromStore && !c.s.singleUse && !c.done {
+		c.s.m.commit(commitReissued)
+		return c.handle, c.sid, nil
+	}
 	e, err := c.s.seal(ss)
 	if err != nil {
 		return nil, "", err
 	}
-	if cs.DidResume {
-		c.resumed = true
-	}
 	switch {
+	case cs.Version == tls.VersionTLS12 && !cs.DidResume && !c.done:
+		// The client's Finished was verified: commit before the server's.
+		c.s.commit(e)
 	case !c.done:
 		c.pending = append(c.pending, e)
 	case c.ok:
@@ -85,7 +104,8 @@ func (c *Conn) UnwrapSessionID(identity []byte, _ tls.ConnectionState) (*tls.Ses
 	if err != nil {
 		return nil, "", err
 	}
-	c.opened, c.from = key, from
+	c.opened, c.from, c.sid = key, from, sid
+	c.handle = append([]byte(nil), identity...)
 	return ss, sid, nil
 }
 

@@ -1,6 +1,7 @@
 package stateful
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -50,7 +51,9 @@ func redisKeys(tb testing.TB, rdb *goredis.Client, prefix string) int {
 // TestAbortedHandshakesStoreNothing: crypto/tls issues a TLS 1.3 ticket
 // (and a TLS 1.2 ticket on resumption) before it reads the client's
 // Finished. Clients that leave before their Finished, on full and resumed
-// handshakes, must leave no key in Redis.
+// handshakes, must leave no key in Redis. (A TLS 1.2 resumption re-issues
+// the stored handle unless single use consumes it: then a fresh session
+// is parked, and dropped.)
 func TestAbortedHandshakesStoreNothing(t *testing.T) {
 	t.Parallel()
 	srv, store := startRedisTimeout(t, loadedCITimeout)
@@ -59,59 +62,141 @@ func TestAbortedHandshakesStoreNothing(t *testing.T) {
 	l := tlstest.NewLoopback(t)
 	const aborted = 20
 	for _, v := range tlstest.Versions {
-		t.Run(v.Name, func(t *testing.T) {
-			prefix := "aborted-" + v.Name + "/"
-			n := newNode(t, Config{Mode: resumption.ModeRedis, Store: store, Prefix: prefix, Timeout: loadedCITimeout}, v.Version)
+		for _, singleUse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/single_use=%v", v.Name, singleUse), func(t *testing.T) {
+				testAborted(t, l, store, rdb, v.Version, singleUse, aborted)
+			})
+		}
+	}
+}
+
+// testAborted is one case of TestAbortedHandshakesStoreNothing.
+func testAborted(t *testing.T, l *tlstest.Loopback, store sessioncache.Store, rdb *goredis.Client, version uint16, singleUse bool, aborted int) {
+	prefix := fmt.Sprintf("aborted-%x-%v/", version, singleUse)
+	n := newNode(t, Config{Mode: resumption.ModeRedis, Store: store, Prefix: prefix, SingleUse: singleUse, Timeout: loadedCITimeout}, version)
+	cache := tlstest.NewRecordingCache()
+	cli := tlstest.ClientConfig(t, version, cache)
+	n.connect(t, l, cli)
+	if got := redisKeys(t, rdb, prefix); got != 1 {
+		t.Fatalf("a completed handshake left %d keys; want 1", got)
+	}
+	_, session, _ := cache.Last(t)
+	issued := 0
+	for i := range aborted {
+		resume := session
+		if i%2 == 0 {
+			resume = nil // a full handshake
+		}
+		c, done := n.conn()
+		var wrapped bool
+		wrap := c.WrapSession
+		c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+			wrapped = true
+			return wrap(cs, ss)
+		}
+		cs, cerr, serr := l.Handshake(t, leaving(cli, resume), c, done)
+		if !errors.Is(cerr, errLeave) || serr == nil {
+			t.Fatalf("aborted handshake %d: client %v, server %v; want both to fail", i, cerr, serr)
+		}
+		if resume != nil && !cs.DidResume {
+			t.Fatalf("aborted handshake %d did not resume", i)
+		}
+		if wrapped {
+			issued++
+		}
+	}
+	n.flush(t)
+	if got := redisKeys(t, rdb, prefix); got != 1 {
+		t.Fatalf("%d aborted handshakes (%d issued a ticket) left %d keys; want 1, the completed handshake's", aborted, issued, got-1)
+	}
+	if version == tls.VersionTLS13 && issued != aborted || version == tls.VersionTLS12 && issued != aborted/2 {
+		t.Fatalf("%d aborted handshakes issued a ticket; the test does not exercise what it claims", issued)
+	}
+	wantDropped, wantReissued := issued, 0
+	if version == tls.VersionTLS12 && !singleUse {
+		wantDropped, wantReissued = 0, issued
+	}
+	if got := n.metric(t, "edgeproxy_session_commits_total", "result", "dropped"); got != float64(wantDropped) {
+		t.Fatalf("dropped commits = %v; want %d", got, wantDropped)
+	}
+	if got := n.metric(t, "edgeproxy_session_commits_total", "result", "reissued"); got != float64(wantReissued) {
+		t.Fatalf("reissued = %v; want %d", got, wantReissued)
+	}
+	if got := n.metric(t, "edgeproxy_resumption_handshakes_total", "result", resumption.HandshakeFailed); got != float64(aborted) {
+		t.Fatalf("failed handshakes = %v; want %d", got, aborted)
+	}
+	// The aborts did not harm the session nor the commit path.
+	if !n.connect(t, l, cli).DidResume {
+		t.Fatal("the completed handshake's session did not resume after the aborts")
+	}
+	// A resumption stores a new session, except in TLS 1.2 (the
+	// handle is re-issued); single use deletes the resumed one.
+	want := 2
+	if singleUse || version == tls.VersionTLS12 {
+		want = 1
+	}
+	if got := redisKeys(t, rdb, prefix); got != want {
+		t.Fatalf("%d keys after a completed resumption; want %d", got, want)
+	}
+}
+
+// TestTLS12StoredBeforeTheClientHasIt: a TLS 1.2 client holds its ticket
+// when its handshake returns, before the server's HandshakeDone, and may
+// reconnect to another node at once. A full handshake's session is
+// therefore in the store before the server's Finished, and a resumption
+// re-issues the stored handle without a write. (TLS 1.3 clients read
+// their ticket after the handshake; see TestCommitWindow.)
+func TestTLS12StoredBeforeTheClientHasIt(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			_, store := kind.startTimeout(t, loadedCITimeout)
+			rec := storetest.NewRecorder(store)
+			nodes := newFleet(t, 2, Config{Mode: kind.mode, Store: rec, Timeout: loadedCITimeout}, tls.VersionTLS12)
+			l := tlstest.NewLoopback(t)
 			cache := tlstest.NewRecordingCache()
-			cli := tlstest.ClientConfig(t, v.Version, cache)
-			n.connect(t, l, cli)
-			if got := redisKeys(t, rdb, prefix); got != 1 {
-				t.Fatalf("a completed handshake left %d keys; want 1", got)
-			}
-			_, session, _ := cache.Last(t)
-			issued := 0
-			for i := range aborted {
-				resume := session
-				if i%2 == 0 {
-					resume = nil // a full handshake
-				}
+			cli := tlstest.ClientConfig(t, tls.VersionTLS12, cache)
+			var handles [][]byte
+			for i := range 6 {
+				n := nodes[i%2]
+				cc, sc := l.Pair(t)
 				c, done := n.conn()
-				var wrapped bool
-				wrap := c.WrapSession
-				c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-					wrapped = true
-					return wrap(cs, ss)
+				srvDone := make(chan error, 1)
+				go func() {
+					srv := tls.Server(sc, c)
+					err := srv.Handshake()
+					done(err)
+					srv.Close()
+					srvDone <- err
+				}()
+				tc := tls.Client(cc, cli)
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
 				}
-				cs, cerr, serr := l.Handshake(t, leaving(cli, resume), c, done)
-				if !errors.Is(cerr, errLeave) || serr == nil {
-					t.Fatalf("aborted handshake %d: client %v, server %v; want both to fail", i, cerr, serr)
+				if tc.ConnectionState().DidResume != (i > 0) {
+					t.Fatalf("connection %d: DidResume = %v", i, !(i > 0))
 				}
-				if resume != nil && !cs.DidResume {
-					t.Fatalf("aborted handshake %d did not resume", i)
+				// The client has its ticket; the server may not have
+				// returned from its handshake yet.
+				_, _, h := cache.Last(t)
+				if _, err := store.Get(context.Background(), n.s.storeKey(h[:idLen])); err != nil {
+					t.Fatalf("connection %d: the client holds a ticket the store does not have: %v", i, err)
 				}
-				if wrapped {
-					issued++
+				handles = append(handles, h)
+				tc.Close()
+				if err := <-srvDone; err != nil {
+					t.Fatal(err)
+				}
+				n.flush(t)
+			}
+			for i, h := range handles[1:] {
+				if !bytes.Equal(h, handles[0]) {
+					t.Fatalf("resumption %d issued a new handle; want the stored one re-issued", i+1)
 				}
 			}
-			n.flush(t)
-			if got := redisKeys(t, rdb, prefix); got != 1 {
-				t.Fatalf("%d aborted handshakes (%d issued a ticket) left %d keys; want 1, the completed handshake's", aborted, issued, got-1)
-			}
-			if v.Version == tls.VersionTLS13 && issued != aborted || v.Version == tls.VersionTLS12 && issued != aborted/2 {
-				t.Fatalf("%d aborted handshakes issued a ticket; the test does not exercise what it claims", issued)
-			}
-			if got := n.metric(t, "edgeproxy_session_commits_total", "result", "dropped"); got != float64(issued) {
-				t.Fatalf("dropped commits = %v; want %d", got, issued)
-			}
-			if got := n.metric(t, "edgeproxy_resumption_handshakes_total", "result", resumption.HandshakeFailed); got != aborted {
-				t.Fatalf("failed handshakes = %v; want %d", got, aborted)
-			}
-			// The aborts did not harm the session nor the commit path.
-			if !n.connect(t, l, cli).DidResume {
-				t.Fatal("the completed handshake's session did not resume after the aborts")
-			}
-			if got := redisKeys(t, rdb, prefix); got != 2 {
-				t.Fatalf("%d keys after a second completed handshake; want 2", got)
+			if got := rec.Count(storetest.OpPut); got != 1 {
+				t.Fatalf("%d store puts for one full handshake and 5 resumptions; want 1", got)
 			}
 		})
 	}

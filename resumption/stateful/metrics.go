@@ -21,7 +21,7 @@ var (
 	opNames       = [...]string{"get", "put", "delete"}
 	resultNames   = [...]string{"ok", "miss", "error", "timeout", "skipped"}
 	fallbackNames = [...]string{"hit", "miss", "local_only"}
-	commitNames   = [...]string{"ok", "dropped", "overflow", "error"}
+	commitNames   = [...]string{"ok", "dropped", "overflow", "error", "reissued"}
 	consumeNames  = [...]string{"ok", "error"}
 )
 
@@ -34,6 +34,7 @@ const (
 	commitDropped         // the handshake failed: nothing stored
 	commitOverflow        // the writers' queue was full, or the Backend closed: Local only
 	commitError           // the store write failed or was skipped: Local only
+	commitReissued        // a TLS 1.2 resumption re-issued the stored handle: nothing written
 )
 
 const (
@@ -80,7 +81,9 @@ const (
 //     NewConn whose handshake ended: ok (stored; in sticky mode, in the
 //     local cache), dropped (the handshake failed, nothing was stored),
 //     overflow (the writers' queue was full: local cache only), error (the
-//     store write failed or the breaker skipped it: local cache only);
+//     store write failed or the breaker skipped it: local cache only),
+//     reissued (a TLS 1.2 resumption handed back the handle it resumed,
+//     still in the store: nothing to write);
 //   - edgeproxy_session_commit_delay_seconds{mode}: from the completed
 //     handshake to the store's acknowledgement, for ok commits in the
 //     shared modes: the window in which another node misses the session;
@@ -122,7 +125,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"mode", "result"}),
 		commits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_session_commits_total",
-			Help: "Sessions issued whose handshake ended, by mode and result: ok (stored), dropped (handshake failed, nothing stored), overflow (writer queue full: local cache only), error (store write failed or skipped: local cache only).",
+			Help: "Sessions issued whose handshake ended, by mode and result: ok (stored), dropped (handshake failed, nothing stored), overflow (writer queue full: local cache only), error (store write failed or skipped: local cache only), reissued (TLS 1.2 resumption handed back the stored handle: nothing written).",
 		}, []string{"mode", "result"}),
 		commitDelay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "edgeproxy_session_commit_delay_seconds",
