@@ -72,7 +72,9 @@ func newCommitter(queue, workers int) *committer {
 
 // commit stores the session of a completed handshake: Local now, Store
 // through the writers (or Local alone in sticky mode), counting the result.
-func (s *Backend) commit(e *entry) {
+// Unless CommitAsync is set, it waits for the writers, at most Timeout, if
+// wait is true.
+func (s *Backend) commit(e *entry, wait bool) {
 	if s.shared == nil {
 		r := commitOK
 		if s.localPut(e.key, e.local(flagLocalOnly)) != nil {
@@ -83,7 +85,7 @@ func (s *Backend) commit(e *entry) {
 	}
 	_ = s.localPut(e.key, e.local(flagLocalOnly)) // logged by localPut
 	e.committed = time.Now()
-	if !s.async {
+	if wait && !s.async {
 		e.acked = make(chan struct{})
 	}
 	if !s.enqueue(e) {

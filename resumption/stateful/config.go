@@ -82,14 +82,14 @@ type Config struct {
 	// is used; values above resumption.MaxLifetime are refused.
 	Lifetime time.Duration
 
-	// Timeout bounds each call to Store. Through NewConn a handshake makes
-	// one call (the get of the session it resumes), and with SingleUse one
-	// more once it completed (the delete), so a hung store adds up to one
-	// Timeout to a handshake, and one to its first request, until the
-	// breaker opens; the put of the session it issued is made by the
-	// writers, off its path. (The Backend's own WrapSession puts at once:
-	// one more Timeout.) If zero, DefaultTimeout is used. It must not be
-	// negative.
+	// Timeout bounds each call to Store. Through NewConn a connection
+	// makes one call (the get of the session it resumes), waits for the
+	// writers' put of the session it was issued (unless CommitAsync, or
+	// the get found Store failing), and with SingleUse makes one more call
+	// once it completed (the delete). A hung store thus adds one Timeout
+	// to a connection, two with SingleUse, until the breaker opens. (The
+	// Backend's own hooks get and put on the handshake's path.) If zero,
+	// DefaultTimeout is used. It must not be negative.
 	Timeout time.Duration
 
 	// CommitQueue bounds the sessions of completed handshakes waiting for

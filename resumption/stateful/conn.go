@@ -2,6 +2,7 @@ package stateful
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 
 	"github.com/edgeproxy/edgeproxy/resumption"
@@ -42,7 +43,10 @@ type Conn struct {
 	opened  string   // store key of the session the lookup opened
 	handle  []byte   // its handle, as the client presented it
 	sid     string   // its SessionID
-	from    int      // where it was found (fromStore, fromLocal)
+	from    int      // where it was found (fromStore, fromLocal, fromDegraded)
+	// storeDown: the lookup found Store failing, so commits do not wait
+	// for it (a hung store costs a connection one Timeout, not two).
+	storeDown bool
 	// resumed: crypto/tls issued a ticket on a resumed connection, so the
 	// opened session was used.
 	resumed  bool
@@ -75,11 +79,11 @@ func (c *Conn) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]by
 	switch {
 	case cs.Version == tls.VersionTLS12 && !cs.DidResume && !c.done:
 		// The client's Finished was verified: commit before the server's.
-		c.s.commit(e)
+		c.s.commit(e, !c.storeDown)
 	case !c.done:
 		c.pending = append(c.pending, e)
 	case c.ok:
-		c.s.commit(e)
+		c.s.commit(e, !c.storeDown)
 		c.consume()
 	default:
 		c.s.m.commit(commitDropped)
@@ -101,6 +105,8 @@ func (c *Conn) UnwrapSessionID(identity []byte, _ tls.ConnectionState) (*tls.Ses
 	}
 	c.looked = true
 	ss, from, err := c.s.unwrap(identity, key)
+	c.storeDown = from == fromDegraded ||
+		err != nil && !errors.Is(err, resumption.ErrMiss) && !errors.Is(err, resumption.ErrBad)
 	if err != nil {
 		return nil, "", err
 	}
@@ -129,7 +135,7 @@ func (c *Conn) HandshakeDone(err error) {
 		return
 	}
 	for _, e := range pending {
-		c.s.commit(e)
+		c.s.commit(e, !c.storeDown)
 	}
 	c.consume()
 }

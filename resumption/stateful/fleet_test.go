@@ -211,24 +211,25 @@ func TestStoreKilled(t *testing.T) {
 
 // TestStoreHung pauses the store (SIGSTOP): handshakes still complete,
 // bounded by the per-call timeout, and resume on the issuing node. The
-// store clients' own bound is a second, so that only the Backend's Timeout
-// can keep a handshake short.
+// store clients' own bound is 10s, so that only the Backend's Timeout can
+// keep a connection short.
 func TestStoreHung(t *testing.T) {
-	// Not parallel: its healthy steps run under the default 25ms store
-	// timeout, which the load of other tests could exceed.
+	// Not parallel: its healthy steps run under a short store timeout,
+	// which the load of other tests could exceed.
 	const (
-		timeout = DefaultTimeout
-		// A bound on a timeout, not a latency: a hung-store handshake makes
-		// one store call of at most timeout (the put is the writers'), so
-		// 10x leaves room for any scheduler; with the timeout not applied
-		// it takes the store client's second.
+		timeout = 4 * DefaultTimeout
+		// A bound on a timeout, not a latency: a hung-store connection
+		// waits for one store call of at most timeout (the get; its commit
+		// does not wait once the get found the store failing), so 10x
+		// leaves room for a loaded scheduler; with the timeout not applied
+		// it takes the store client's 10s.
 		bound = 10 * timeout
 	)
 	l := tlstest.NewLoopback(t)
 	for _, kind := range storeKinds {
 		for _, v := range tlstest.Versions {
 			t.Run(kind.name+"/"+v.Name, func(t *testing.T) {
-				srv, store := kind.startTimeout(t, time.Second)
+				srv, store := kind.startTimeout(t, 10*time.Second)
 				nodes := newFleet(t, 2, Config{Mode: kind.mode, Store: store, Timeout: timeout}, v.Version)
 				a, b := nodes[0], nodes[1]
 				cli := newClient(t, v.Version)
@@ -267,7 +268,7 @@ func TestStoreHung(t *testing.T) {
 				t.Logf("connection time: healthy %v; store hung: %v (timeout %v per call)", healthy.Round(time.Microsecond), hung, timeout)
 				for what, d := range hung {
 					if d >= bound {
-						t.Errorf("store hung, %s: the handshake took %v; want under %v (10x the %v per-call timeout)", what, d, bound, timeout)
+						t.Errorf("store hung, %s: the connection took %v; want under %v (10x the %v per-call timeout)", what, d, bound, timeout)
 					}
 				}
 			})

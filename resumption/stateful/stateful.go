@@ -380,12 +380,14 @@ func (s *Backend) check(identity []byte) (key, sessionID string, err error) {
 
 // Where unwrap found a session: a SingleUse consumption deletes it there.
 const (
-	fromStore = iota + 1 // Store, and maybe Local
-	fromLocal            // Local only (degraded, local-only or sticky)
+	fromStore    = iota + 1 // Store, and maybe Local
+	fromLocal               // Local only: local-only after a store miss, or sticky
+	fromDegraded            // Local only, because Store failed
 )
 
 // unwrap finds and opens the session of a 32-byte handle stored under key,
-// and says where it found it (fromStore, fromLocal). It consumes nothing:
+// and says where it found it (fromStore, fromLocal, fromDegraded). It
+// consumes nothing:
 // the caller does, for SingleUse.
 func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, int, error) {
 	if s.shared == nil {
@@ -406,7 +408,8 @@ func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, int, e
 		return nil, 0, fmt.Errorf("stateful: no local copy, and %w", storeErr)
 	}
 	s.m.fallback(fallbackHit)
-	return s.openLocal(identity, val)
+	ss, _, err := s.openLocal(identity, val)
+	return ss, fromDegraded, err
 }
 
 // unwrapSticky finds a session in Local, the only store in sticky mode.
