@@ -21,12 +21,12 @@ import (
 //     to another node before HandshakeDone could commit: a full handshake's
 //     ticket is issued after crypto/tls verified the client's Finished, so
 //     it is committed at once, before the server's Finished; a resumption
-//     of a session found in Store re-issues the handle the client
-//     presented (crypto/tls re-wraps the same master secret and creation
-//     time, and the Layer keeps the authentication time and scope), so
-//     nothing is written and the next connection finds it on every node.
-//     With SingleUse the resumed session is consumed, so a fresh one is
-//     parked as in TLS 1.3;
+//     re-issues the handle the client presented (crypto/tls re-wraps the
+//     same master secret and creation time, and the Layer keeps the
+//     authentication time and scope), so nothing is written and the next
+//     connection finds the session wherever this one did. With SingleUse
+//     the resumed session is consumed, so a fresh one is parked as in TLS
+//     1.3;
 //   - UnwrapSessionID makes at most one store lookup per handshake: the
 //     first identity that is a well-formed handle costs one, any further
 //     identity of the ClientHello is a miss without a lookup;
@@ -68,7 +68,7 @@ func (c *Conn) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]by
 	if cs.DidResume {
 		c.resumed = true
 	}
-	if cs.Version == tls.VersionTLS12 && cs.DidResume && c.from == fromStore && !c.s.singleUse && !c.done {
+	if cs.Version == tls.VersionTLS12 && cs.DidResume && c.handle != nil && !c.s.singleUse && !c.done {
 		c.s.m.commit(commitReissued)
 		return c.handle, c.sid, nil
 	}
