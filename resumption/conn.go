@@ -13,14 +13,49 @@ type SessionIDer interface {
 	UnwrapSessionID(identity []byte, cs tls.ConnectionState) (ss *tls.SessionState, sessionID string, err error)
 }
 
+// ConnBackend is implemented by backends that must see how a connection's
+// handshake ended before they act on what its hooks did (the stateful
+// backends, #12): crypto/tls issues a TLS 1.3 ticket (and a TLS 1.2 ticket
+// on resumption) before it has read the client's Finished, and verifies a
+// TLS 1.3 binder only after UnwrapSession returned, so a store write or a
+// single-use deletion made inside the hooks would act for an
+// unauthenticated client.
+//
+// Layer.ConnConfig calls NewConn once per connection and routes that
+// connection's hooks to the BackendConn it returns, whose HandshakeDone is
+// called from ConnSession.HandshakeDone. The plain hooks of
+// Layer.Configure, which see no end of handshake, keep calling the
+// Backend's own methods.
+type ConnBackend interface {
+	NewConn() BackendConn
+}
+
+// BackendConn is one connection's view of a ConnBackend. Its methods are
+// called in sequence (never concurrently): the session hooks during the
+// handshake, then HandshakeDone once with nil if the handshake completed or
+// its error; a transport that issues tickets after the handshake (QUIC) may
+// call WrapSessionID after HandshakeDone(nil).
+type BackendConn interface {
+	SessionIDer
+	HandshakeDone(err error)
+}
+
 // ConnSession is what one connection's handshake learnt about its session:
 // the identifier of the session it resumed or was issued (stateful
 // backends), and when the resumed session was first authenticated. The
 // handshake writes it; it must be read only after HandshakeDone. It
 // implements proxy.ConnSession.
 type ConnSession struct {
+	l      *Layer
+	bc     BackendConn // nil unless the backend is a ConnBackend
 	id     string
 	authAt int64 // Unix seconds; zero when the handshake resumed nothing
+	// resumed is set when crypto/tls issued a ticket on a resumed
+	// connection (cs.DidResume in WrapSession): it does so on every
+	// resumption over TCP, TLS 1.2 and 1.3.
+	resumed bool
+	opened  bool // UnwrapSession handed crypto/tls a session
+	done    bool
 }
 
 // SessionID returns the session identifier, or "" when the connection has
@@ -34,10 +69,33 @@ func (c *ConnSession) SessionID() string {
 }
 
 // HandshakeDone is called by the listener once the connection's handshake
-// ended, with nil if it completed. It is the place for what must wait for
-// the client's Finished (#12: committing the session WrapSession parked,
-// consuming a single-use session); today nothing does.
-func (c *ConnSession) HandshakeDone(err error) {}
+// ended, with nil if it completed: the client's Finished authenticated it.
+// It is the commit point of what had to wait for that (#12): a stateful
+// backend stores the session the handshake issued, or drops it if err is
+// not nil, and consumes a single-use session the handshake resumed. It
+// counts the handshake in edgeproxy_resumption_handshakes_total. It may
+// wait for the backend's store (bounded by the backend's timeout), so the
+// listener calls it on the connection's own goroutine. Calls after the
+// first do nothing; it is safe on a nil *ConnSession. It is
+// transport-agnostic: any listener (TCP, QUIC) calls it at the end of the
+// handshake.
+func (c *ConnSession) HandshakeDone(err error) {
+	if c == nil || c.done || c.l == nil {
+		return
+	}
+	c.done = true
+	if c.bc != nil {
+		c.bc.HandshakeDone(err)
+	}
+	switch {
+	case err != nil:
+		c.l.counts.failed.Inc()
+	case c.resumed && c.opened:
+		c.l.counts.resumed.Inc()
+	default:
+		c.l.counts.full.Inc()
+	}
+}
 
 // TracksSessions reports whether ConnSession.SessionID is filled in: only for
 // backends implementing SessionIDer.
@@ -52,28 +110,41 @@ func (l *Layer) TracksSessions() bool { return l.ider != nil }
 //     handshake however often it resumes (the plain hooks from Configure
 //     restart the clock with every ticket);
 //   - with a SessionIDer backend, the returned ConnSession records the
-//     identifier of the newest issued session, else of the one resumed.
+//     identifier of the newest issued session, else of the one resumed;
+//   - with a ConnBackend, the hooks go to the connection's BackendConn,
+//     which acts (stores, consumes) only at ConnSession.HandshakeDone.
+//
+// The caller must call HandshakeDone on the returned ConnSession when the
+// handshake ended: without it a stateful backend stores nothing.
 //
 // It costs a tls.Config clone per handshake (about 0.3µs, 4 allocations).
 func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 	c := base.Clone()
 	c.SessionTicketsDisabled = false
-	rec := &ConnSession{}
+	rec := &ConnSession{l: l}
+	ider := l.ider
+	if l.cb != nil {
+		rec.bc = l.cb.NewConn()
+		ider = rec.bc
+	}
 	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		authAt := rec.authAt
+		if cs.DidResume {
+			rec.resumed = true
+		}
 		if !cs.DidResume || authAt == 0 {
 			authAt = l.now().Unix()
 		}
-		identity, id, ok := l.wrap(cs, ss, authAt)
+		identity, id, ok := l.wrap(ider, cs, ss, authAt)
 		if ok && id != "" {
 			rec.id = id
 		}
 		return identity, nil
 	}
 	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-		ss, authAt, id := l.unwrap(identity, cs)
+		ss, authAt, id := l.unwrap(ider, identity, cs)
 		if ss != nil {
-			rec.authAt, rec.id = authAt, id
+			rec.authAt, rec.id, rec.opened = authAt, id, true
 		}
 		return ss, nil
 	}

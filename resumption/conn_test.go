@@ -2,8 +2,11 @@ package resumption
 
 import (
 	"crypto/tls"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // sidBackend is a Backend with session identifiers, to test ConnConfig's
@@ -111,4 +114,97 @@ func BenchmarkConnConfig(b *testing.B) {
 	for b.Loop() {
 		l.ConnConfig(base)
 	}
+}
+
+// connBackend is a ConnBackend whose connections record what reached them.
+type connBackend struct {
+	sidBackend
+	conns []*fakeConn
+}
+
+type fakeConn struct {
+	sidBackend
+	wraps, unwraps int
+	done           []error
+}
+
+func (b *connBackend) NewConn() BackendConn {
+	c := &fakeConn{sidBackend: b.sidBackend}
+	b.conns = append(b.conns, c)
+	return c
+}
+
+func (c *fakeConn) WrapSessionID(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, string, error) {
+	c.wraps++
+	return []byte("conn"), "conn-sid", nil
+}
+
+func (c *fakeConn) UnwrapSessionID(identity []byte, cs tls.ConnectionState) (*tls.SessionState, string, error) {
+	c.unwraps++
+	return c.sidBackend.UnwrapSessionID(identity, cs)
+}
+
+func (c *fakeConn) HandshakeDone(err error) { c.done = append(c.done, err) }
+
+// TestConnConfigRoutesToBackendConn: with a ConnBackend, each ConnConfig
+// gets its own BackendConn, the per-connection hooks go to it (not to the
+// Backend), HandshakeDone reaches it once, and the handshake is counted as
+// resumed only if it completed after crypto/tls used the opened session.
+func TestConnConfigRoutesToBackendConn(t *testing.T) {
+	t.Parallel()
+	st := &tls.SessionState{Extra: [][]byte{{extraTag, 0, 0, 0, 0, 0, 0, 0, 0}}}
+	b := &connBackend{sidBackend: sidBackend{&fakeBackend{unwrap: st}}}
+	l, m := newLayer(t, Config{Mode: "test", Backend: b, Now: func() time.Time { return time.Unix(0, 0) }})
+	handshakes := func(result string) int {
+		return int(testutil.ToFloat64(m.handshakes.WithLabelValues("test", result)))
+	}
+	base := &tls.Config{}
+
+	// Resumed and completed.
+	c, rec := l.ConnConfig(base)
+	if len(b.conns) != 1 {
+		t.Fatalf("%d BackendConns after one ConnConfig; want 1", len(b.conns))
+	}
+	bc := b.conns[0]
+	if ss, _ := c.UnwrapSession([]byte("old"), tls.ConnectionState{}); ss == nil {
+		t.Fatal("unwrap through the BackendConn failed")
+	}
+	id, _ := c.WrapSession(tls.ConnectionState{DidResume: true}, &tls.SessionState{})
+	if string(id) != "conn" || rec.SessionID() != "conn-sid" || bc.wraps != 1 || bc.unwraps != 1 {
+		t.Fatalf("identity %q, SessionID %q, %d wraps, %d unwraps; want the BackendConn's, once each", id, rec.SessionID(), bc.wraps, bc.unwraps)
+	}
+	rec.HandshakeDone(nil)
+	rec.HandshakeDone(nil)
+	if len(bc.done) != 1 || bc.done[0] != nil {
+		t.Fatalf("BackendConn saw HandshakeDone %v; want once, nil", bc.done)
+	}
+	// An opened session crypto/tls did not use (full handshake), and a
+	// failed handshake.
+	c2, rec2 := l.ConnConfig(base)
+	c2.UnwrapSession([]byte("old"), tls.ConnectionState{})
+	c2.WrapSession(tls.ConnectionState{}, &tls.SessionState{})
+	rec2.HandshakeDone(nil)
+	_, rec3 := l.ConnConfig(base)
+	errAbort := errors.New("client left")
+	rec3.HandshakeDone(errAbort)
+	if got := b.conns[2].done; len(got) != 1 || got[0] != errAbort {
+		t.Fatalf("BackendConn of the failed handshake saw %v; want its error", got)
+	}
+	for result, want := range map[string]int{HandshakeResumed: 1, HandshakeFull: 1, HandshakeFailed: 1} {
+		if got := handshakes(result); got != want {
+			t.Errorf("handshakes{result=%s} = %d; want %d", result, got, want)
+		}
+	}
+	if got := unwraps(m, "test", ResultOpened); got != 2 {
+		t.Errorf("opened = %d; want 2 (unwraps, not resumptions)", got)
+	}
+	// The plain hooks do not go through a BackendConn.
+	plain := &tls.Config{}
+	l.Configure(plain)
+	plain.UnwrapSession([]byte("x"), tls.ConnectionState{})
+	if len(b.conns) != 3 {
+		t.Fatalf("the plain hooks made a BackendConn")
+	}
+	var nilRec *ConnSession
+	nilRec.HandshakeDone(nil) // must not panic
 }

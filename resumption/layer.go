@@ -113,6 +113,7 @@ type Layer struct {
 	mode     string
 	backend  Backend
 	ider     SessionIDer // backend, if it names its sessions
+	cb       ConnBackend // backend, if it keeps per-connection state
 	lifetime time.Duration
 	scope    func(tls.ConnectionState) string
 	now      func() time.Time
@@ -137,6 +138,7 @@ func New(cfg Config) (*Layer, error) {
 		counts:   cfg.Metrics.forMode(cfg.Mode),
 	}
 	l.ider, _ = cfg.Backend.(SessionIDer)
+	l.cb, _ = cfg.Backend.(ConnBackend)
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -154,8 +156,11 @@ func (l *Layer) Lifetime() time.Duration { return l.lifetime }
 
 // Configure installs the Layer's plain hooks in c, for a server that shares
 // one tls.Config between connections. They restart a session's lifetime
-// with every ticket and record no ConnSession; edgeproxy's listener uses
-// ConnConfig instead, the one place it installs hooks.
+// with every ticket and record no ConnSession; and since nothing tells them
+// how the handshake ended, a ConnBackend acts inside them (a stateful
+// backend stores every issued session, for completed handshakes or not).
+// edgeproxy's listener uses ConnConfig instead, the one place it installs
+// hooks.
 func (l *Layer) Configure(c *tls.Config) {
 	c.WrapSession = l.WrapSession
 	c.UnwrapSession = l.UnwrapSession
@@ -185,14 +190,15 @@ func (l *Layer) scopeOf(cs tls.ConnectionState) string {
 // Warning: the session state holds the connection's resumption secret; anyone
 // who can open the identity can decrypt connections resumed with it.
 func (l *Layer) WrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-	id, _, _ := l.wrap(cs, ss, l.now().Unix())
+	id, _, _ := l.wrap(l.ider, cs, ss, l.now().Unix())
 	return id, nil
 }
 
 // wrap seals ss with authAt, the Unix time of the full handshake that
-// authenticated the session. ok is false when the identity is a decoy;
-// sessionID is set only by a SessionIDer backend.
-func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, sessionID string, ok bool) {
+// authenticated the session, through ider if it is not nil, else through
+// the Backend. ok is false when the identity is a decoy; sessionID is set
+// only through an ider.
+func (l *Layer) wrap(ider SessionIDer, cs tls.ConnectionState, ss *tls.SessionState, authAt int64) (id []byte, sessionID string, ok bool) {
 	scope := l.scopeOf(cs)
 	e := make([]byte, 9+len(scope))
 	e[0] = extraTag
@@ -200,8 +206,8 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 	copy(e[9:], scope)
 	ss.Extra = append(ss.Extra[:0:0], e)
 	var err error
-	if l.ider != nil {
-		id, sessionID, err = l.ider.WrapSessionID(cs, ss)
+	if ider != nil {
+		id, sessionID, err = ider.WrapSessionID(cs, ss)
 	} else {
 		id, err = l.backend.WrapSession(cs, ss)
 	}
@@ -224,16 +230,17 @@ func (l *Layer) wrap(cs tls.ConnectionState, ss *tls.SessionState, authAt int64)
 // is unknown, malformed, expired (authenticated longer than the lifetime
 // ago), from another scope, or the store failed. It never returns an error.
 func (l *Layer) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-	ss, _, _ := l.unwrap(identity, cs)
+	ss, _, _ := l.unwrap(l.ider, identity, cs)
 	return ss, nil
 }
 
-// unwrap is UnwrapSession that also returns the session's authentication
-// time and, from a SessionIDer backend, its identifier.
-func (l *Layer) unwrap(identity []byte, cs tls.ConnectionState) (ss *tls.SessionState, authAt int64, sessionID string) {
+// unwrap is UnwrapSession through ider (if not nil, else the Backend) that
+// also returns the session's authentication time and, through an ider, its
+// identifier.
+func (l *Layer) unwrap(ider SessionIDer, identity []byte, cs tls.ConnectionState) (ss *tls.SessionState, authAt int64, sessionID string) {
 	var err error
-	if l.ider != nil {
-		ss, sessionID, err = l.ider.UnwrapSessionID(identity, cs)
+	if ider != nil {
+		ss, sessionID, err = ider.UnwrapSessionID(identity, cs)
 	} else {
 		ss, err = l.backend.UnwrapSession(identity, cs)
 	}

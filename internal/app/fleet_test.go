@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -96,8 +97,9 @@ func TestFleetSharedKeyFileResumesAcrossNodes(t *testing.T) {
 				}
 			}
 			t.Logf("TLS %s: %d/%d reconnects resumed across 3 nodes", proxy.VersionName(v), resumed, reconnects)
-			if resumed*100 < reconnects*99 {
-				t.Fatalf("resumed %d/%d, want >= 99%%", resumed, reconnects)
+			// Deterministic: every node opens every ticket.
+			if resumed != reconnects {
+				t.Fatalf("resumed %d/%d, want all", resumed, reconnects)
 			}
 		})
 	}
@@ -187,33 +189,56 @@ func TestFleetSharedStore(t *testing.T) {
 			for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 				cache := tls.NewLRUClientSessionCache(1)
 				connect(t, nodes[0].Addr().String(), v, cache)
+				settle(t, nodes[0])
 				const reconnects = 60
 				resumed := 0
 				for i := 1; i <= reconnects; i++ {
 					if connect(t, nodes[i%3].Addr().String(), v, cache) {
 						resumed++
 					}
+					settle(t, nodes[i%3])
 				}
 				t.Logf("%s TLS %s: %d/%d reconnects resumed across 3 nodes", mode, proxy.VersionName(v), resumed, reconnects)
-				if resumed*100 < reconnects*99 {
-					t.Fatalf("TLS %s: resumed %d/%d, want >= 99%%", proxy.VersionName(v), resumed, reconnects)
+				// Deterministic: each session is in the store before the
+				// next connection, and the store timeout is generous.
+				if resumed != reconnects {
+					t.Fatalf("TLS %s: resumed %d/%d, want all", proxy.VersionName(v), resumed, reconnects)
 				}
 			}
 		})
 	}
 }
 
-// sessionRequest connects, sends a request carrying a forged session
-// header, and returns what the upstream saw and whether the handshake
-// resumed.
-func sessionRequest(t *testing.T, addr string, cache tls.ClientSessionCache) (demoapp.Reply, bool) {
+// settle waits until the sessions node a committed are in its shared
+// store: a client reconnecting to another node within the commit delay
+// (edgeproxy_session_commit_delay_seconds) gets a full handshake, and the
+// tests that call settle are not about that window.
+func settle(t *testing.T, a *App) {
+	t.Helper()
+	if a.sessions == nil || a.sessions.stateful == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.sessions.stateful.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sessionRequest connects with TLS version, sends a request carrying a
+// forged session header, and returns what the upstream saw and whether the
+// handshake resumed.
+func sessionRequest(t *testing.T, addr string, version uint16, cache tls.ClientSessionCache) (demoapp.Reply, bool) {
 	t.Helper()
 	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost",
-		ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+		ClientSessionCache: cache, NextProtos: []string{"http/1.1"}, MinVersion: version, MaxVersion: version})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if got := c.ConnectionState().Version; got != version {
+		t.Fatalf("negotiated %s; want %s", proxy.VersionName(got), proxy.VersionName(version))
+	}
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: localhost\r\nX-TLS-Session-ID: forged\r\nConnection: close\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -235,24 +260,31 @@ func TestSessionIDHeaderAndRevocation(t *testing.T) {
 	res.Redis.Addrs = []string{testserver.Redis(t).Addr}
 	a := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})
 	b := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})
-	for _, v := range []string{"1.2", "1.3"} {
-		t.Run(v, func(t *testing.T) {
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(proxy.VersionName(v), func(t *testing.T) {
 			cache := tls.NewLRUClientSessionCache(1)
-			r1, _ := sessionRequest(t, a.Addr().String(), cache)
+			r1, _ := sessionRequest(t, a.Addr().String(), v, cache)
 			if len(r1.SessionID) != 32 || r1.SessionID == "forged" {
 				t.Fatalf("upstream saw session id %q, want 32 hex digits from the proxy", r1.SessionID)
 			}
-			r2, resumed := sessionRequest(t, b.Addr().String(), cache)
+			settle(t, a)
+			r2, resumed := sessionRequest(t, b.Addr().String(), v, cache)
 			if !resumed {
 				t.Fatal("second connection did not resume")
 			}
+			// TLS 1.3 issues a new session on resumption; TLS 1.2 re-issues
+			// the stored one (resumption/stateful.Conn).
+			if (r2.SessionID == r1.SessionID) != (v == tls.VersionTLS12) || len(r2.SessionID) != 32 {
+				t.Fatalf("upstream saw session id %q on the resumed connection, %q on the first", r2.SessionID, r1.SessionID)
+			}
+			settle(t, b) // revoke what is stored, not race its write
 			// Revoke the session the client now holds, through the other node.
 			req, _ := http.NewRequest(http.MethodDelete, "http://"+a.AdminAddr().String()+"/sessions/"+r2.SessionID, nil)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil || resp.StatusCode != http.StatusNoContent {
 				t.Fatalf("DELETE /sessions/%s: %v %v", r2.SessionID, resp.Status, err)
 			}
-			if _, resumed := sessionRequest(t, b.Addr().String(), cache); resumed {
+			if _, resumed := sessionRequest(t, b.Addr().String(), v, cache); resumed {
 				t.Fatal("a revoked session resumed")
 			}
 		})

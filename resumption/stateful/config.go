@@ -26,6 +26,13 @@ const (
 	// before it lets one probe call through, when
 	// BreakerConfig.Cooldown is zero.
 	DefaultBreakerCooldown = 5 * time.Second
+	// DefaultCommitQueue is how many committed sessions may wait for the
+	// store writers when Config.CommitQueue is zero: about 1 MB of sealed
+	// sessions, a fifth of a second of handshakes at 20,000/s.
+	DefaultCommitQueue = 4096
+	// DefaultCommitWorkers is the number of store writers when
+	// Config.CommitWorkers is zero.
+	DefaultCommitWorkers = 4
 )
 
 // BreakerConfig configures the circuit breaker in front of the
@@ -75,21 +82,54 @@ type Config struct {
 	// is used; values above resumption.MaxLifetime are refused.
 	Lifetime time.Duration
 
-	// Timeout bounds each call to Store made during a handshake. A
-	// resumption makes two calls (the get, and the put of the fresh ticket
-	// crypto/tls issues), three with SingleUse, so a hung store adds up to
-	// three Timeouts to a handshake until the breaker opens. If zero,
+	// Timeout bounds each call to Store. Through NewConn a connection
+	// makes one call (the get of the session it resumes), waits for the
+	// writers' put of the session it was issued (unless CommitAsync, or
+	// the get found Store failing), and with SingleUse makes one more call
+	// once it completed (the delete). A hung store thus adds one Timeout
+	// to a connection, two with SingleUse, until the breaker opens. (The
+	// Backend's own hooks get and put on the handshake's path.) If zero,
 	// DefaultTimeout is used. It must not be negative.
 	Timeout time.Duration
 
-	// SingleUse deletes a session when it resumes (Get, then Delete), so each
-	// handle resumes once; crypto/tls hands the client a fresh one on every
-	// resumption. It costs one more store round trip per resumption, and
-	// browsers that open several connections in parallel with one ticket
-	// see full handshakes on all but the first. Two handshakes racing with
-	// one handle between the Get and the Delete may both resume. While the
-	// store is down (degraded mode) single use is enforced only per node:
-	// other nodes' local copies are not reachable.
+	// CommitQueue bounds the sessions of completed handshakes waiting for
+	// the writers that put them to Store. When it is full a session is not
+	// queued: it stays in Local, resumes on this node only, and is counted
+	// (edgeproxy_session_commits_total{result="overflow"}); the handshake
+	// never waits. If zero, DefaultCommitQueue is used. It must not be
+	// negative.
+	CommitQueue int
+
+	// CommitAsync, if true, lets HandshakeDone return as soon as the
+	// session is queued for the writers. Then a client that reconnects to
+	// another node before the write reached Store (the commit delay,
+	// edgeproxy_session_commit_delay_seconds: tens of microseconds on an
+	// idle loopback, milliseconds when the writers wait for a busy CPU)
+	// gets a full handshake there. If false, HandshakeDone waits for Store's
+	// acknowledgement, at most Timeout, before the listener serves the
+	// connection: the handshake is complete and its latency unchanged, the
+	// first request waits one store round trip (writes still batched
+	// across connections), and a client that reconnects after the server's
+	// first response or close finds its session on every node.
+	CommitAsync bool
+
+	// CommitWorkers is the number of writers, each sending what is queued
+	// (up to 64 sessions in one pipelined round trip to a store that can,
+	// such as Redis; one at a time to memcached). If zero,
+	// DefaultCommitWorkers is used. It must not be negative.
+	CommitWorkers int
+
+	// SingleUse deletes a session when it resumed (Get, then Delete), so
+	// each handle resumes once; crypto/tls hands the client a fresh one on
+	// every resumption. Through NewConn the Delete waits for the completed
+	// handshake (#12), so a replayed handle with a bogus binder, or a
+	// client that leaves before its Finished, consumes nothing. It costs
+	// one more store round trip per resumption, and browsers that open
+	// several connections in parallel with one ticket see full handshakes
+	// on all but the first. Two handshakes racing with one handle between
+	// the Get and the Delete (the end of the first handshake) may both
+	// resume. While the store is down (degraded mode) single use is
+	// enforced only per node: other nodes' local copies are not reachable.
 	SingleUse bool
 
 	// Breaker configures the circuit breaker in front of Store.
@@ -118,6 +158,9 @@ type Config struct {
 // socket deadlines), so both agree.
 func (c Config) StoreTimeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
 
+func (c Config) commitQueue() int   { return cmp.Or(c.CommitQueue, DefaultCommitQueue) }
+func (c Config) commitWorkers() int { return cmp.Or(c.CommitWorkers, DefaultCommitWorkers) }
+
 // Validate reports the first invalid field of c. It does no I/O.
 func (c Config) Validate() error {
 	switch c.Mode {
@@ -143,6 +186,12 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("resumption.store.timeout: must not be negative, got %q", c.Timeout)
+	}
+	if c.CommitQueue < 0 {
+		return fmt.Errorf("resumption.store.commit_queue: must not be negative, got %d", c.CommitQueue)
+	}
+	if c.CommitWorkers < 0 {
+		return fmt.Errorf("resumption.store.commit_workers: must not be negative, got %d", c.CommitWorkers)
 	}
 	if c.Breaker.Failures < 0 {
 		return fmt.Errorf("resumption.store.breaker.failures: must not be negative, got %d", c.Breaker.Failures)

@@ -64,11 +64,15 @@ const (
 // hex(sid) is the session's non-secret identifier (SessionID): the proxy may
 // pass it upstream, and Revoke deletes the session by it.
 //
-// Every session is written to Store (with Lifetime as TTL) and to Local.
-// Store is the source of truth: while it answers, a session resumes only if
-// Store has it, so revocation and single use hold fleet-wide. When Store
-// fails or is slower than Timeout, Backend falls back to Local (degraded
-// mode): clients returning to the node that issued their session still
+// Every session is written to Store (with Lifetime as TTL) and to Local:
+// through NewConn (the path of edgeproxy's listener, #12) only once its
+// handshake completed, to Local at once and to Store by background
+// writers (see commit.go: bounded queue, pipelined writes, the window in
+// which another node misses a session just issued); through the Backend's
+// own WrapSession, at once. Store is the source of truth: while it
+// answers, a session resumes only if Store has it, so revocation and
+// single use hold fleet-wide. When Store fails or is slower than Timeout,
+// Backend falls back to Local (degraded mode): clients returning to the node that issued their session still
 // resume, every other client gets a full handshake, and none a failed one.
 // Consecutive failures open a circuit breaker that skips Store (no
 // Timeout is added to handshakes) until Cooldown has passed; then one call
@@ -78,8 +82,9 @@ const (
 //
 // In sticky mode (no Store), Local is the only store.
 //
-// Backend is safe for concurrent use. It starts no goroutines. Its zero
-// value is not usable: build it with New.
+// Backend is safe for concurrent use. With Store, the first commit starts
+// its writer goroutines, which Close stops. Its zero value is not usable:
+// build it with New.
 //
 // Warning: Store and Local hold every live session, sealed; the handle is
 // the key that opens one. Anyone who sees a handle and can read the store
@@ -93,11 +98,13 @@ type Backend struct {
 	lifetime  time.Duration
 	timeout   time.Duration
 	singleUse bool
+	async     bool // Config.CommitAsync
 	rand      io.Reader
 	log       *zap.Logger
 	breaker   *breaker
 	m         *modeMetrics // nil: count nothing
 	metrics   *Metrics     // to detach from on Close
+	writer    *committer
 
 	closeOnce sync.Once
 }
@@ -122,10 +129,16 @@ func New(cfg Config) (*Backend, error) {
 		lifetime:  resumption.SessionLifetime(cfg.Lifetime),
 		timeout:   cfg.StoreTimeout(),
 		singleUse: cfg.SingleUse,
+		async:     cfg.CommitAsync,
 		rand:      cfg.Rand,
 		log:       cfg.Logger,
 		metrics:   cfg.Metrics,
 	}
+	queue := cfg.commitQueue()
+	if s.shared == nil {
+		queue = 0 // sticky: commits go to Local, never to the writers
+	}
+	s.writer = newCommitter(queue, cfg.commitWorkers())
 	if s.mode == "" {
 		s.mode = resumption.ModeSticky
 		if s.shared != nil {
@@ -157,11 +170,15 @@ func New(cfg Config) (*Backend, error) {
 	return s, nil
 }
 
-// Close detaches s from its Metrics, whose gauges stop counting its
-// local cache and breaker. It does not close Store or Local, which belong to
-// the caller. It is safe to call more than once; s keeps working after it.
+// Close stops the commit writers once they wrote what is queued (each
+// write bounded by Timeout, or skipped by an open breaker), and detaches s
+// from its Metrics, whose gauges stop counting its local cache and
+// breaker. It does not close Store or Local, which belong to the caller:
+// close Store after it. It is safe to call more than once; s keeps working
+// after it, but later commits reach Local only (counted as overflow).
 func (s *Backend) Close() error {
 	s.closeOnce.Do(func() {
+		s.writer.close()
 		if s.metrics != nil {
 			s.metrics.detach(s)
 		}
@@ -230,7 +247,9 @@ func (s *Backend) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.S
 
 // WrapSessionID stores ss, sealed under a fresh per-session key, and
 // returns the handle that names and opens it, and the session's SessionID.
-// It implements resumption.SessionIDer.
+// It implements resumption.SessionIDer. It stores at once, for a handshake
+// that may never complete: edgeproxy's listener goes through NewConn, which
+// stores only once the handshake completed.
 //
 // The session is written to Store (bounded by Timeout, skipped while the
 // breaker is open) and to Local. A Store failure is not a wrap failure: it
@@ -240,47 +259,77 @@ func (s *Backend) UnwrapSession(identity []byte, cs tls.ConnectionState) (*tls.S
 //
 // Warning: the handle opens the session; see Backend.
 func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (handle []byte, sessionID string, err error) {
+	e, err := s.seal(ss)
+	if err != nil {
+		return nil, "", err
+	}
+	flag := byte(flagLocalOnly)
+	if s.shared != nil && s.sharedPut(e.key, e.value()) == nil {
+		flag = flagStored
+	}
+	if err := s.localPut(e.key, e.local(flag)); err != nil && flag == flagLocalOnly {
+		return nil, "", fmt.Errorf("stateful: storing session: %w", err)
+	}
+	return e.handle(), e.sid, nil
+}
+
+// entry is a sealed session on its way to the stores. Its one buffer is
+// handle(32) | local flag(1) | version(1) | nonce(12) | sealed: the handle
+// returned to crypto/tls shares it (capped, so nothing writes past it);
+// Local copies flag | value, Store is sent value.
+type entry struct {
+	buf []byte
+	key string // store key
+	sid string // SessionID
+	// committed is when the handshake completed (NewConn's path only).
+	committed time.Time
+	// acked, if not nil, is closed once the writers are done with the entry.
+	acked chan struct{}
+}
+
+const valueOff = handleLen + 1 // offset of the value in entry.buf
+
+func (e *entry) handle() []byte { return e.buf[:handleLen:handleLen] }
+
+// value returns the stored value: version | nonce | sealed.
+func (e *entry) value() []byte { return e.buf[valueOff:] }
+
+// local returns flag | value for Local. It sets the flag byte in buf, so
+// it must not be called once buf was handed to Local with another flag.
+func (e *entry) local(flag byte) []byte {
+	e.buf[handleLen] = flag
+	return e.buf[handleLen:]
+}
+
+// seal serialises ss and seals it under a fresh handle.
+func (s *Backend) seal(ss *tls.SessionState) (*entry, error) {
 	if ss == nil {
-		return nil, "", errors.New("stateful: WrapSession called with a nil session")
+		return nil, errors.New("stateful: WrapSession called with a nil session")
 	}
 	state, err := ss.Bytes()
 	if err != nil {
-		return nil, "", fmt.Errorf("stateful: serialising session: %w", err)
+		return nil, fmt.Errorf("stateful: serialising session: %w", err)
 	}
 	defer clear(state) // it holds the session secret in the clear
 
-	// One buffer: handle(32) | local flag(1) | version(1) | nonce(12) | sealed.
-	// The handle returned to crypto/tls shares it (capped, so nothing
-	// writes past it); the rest is copied by Local and sent by Store.
-	const valueOff = handleLen + 1
 	buf := make([]byte, valueOff+headerLen, valueOff+headerLen+len(state)+tagLen)
-	handle = buf[:handleLen:handleLen]
+	handle := buf[:handleLen:handleLen]
 	nonce := buf[valueOff+1 : valueOff+headerLen]
 	if _, err := io.ReadFull(s.rand, handle); err != nil {
-		return nil, "", fmt.Errorf("stateful: reading session handle: %w", err)
+		return nil, fmt.Errorf("stateful: reading session handle: %w", err)
 	}
 	if _, err := io.ReadFull(s.rand, nonce); err != nil {
-		return nil, "", fmt.Errorf("stateful: reading session nonce: %w", err)
+		return nil, fmt.Errorf("stateful: reading session nonce: %w", err)
 	}
 	buf[valueOff] = formatVersion
 	aead, err := sessionAEAD(handle[idLen:])
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	ad := additionalData(handle[:idLen])
 	buf = aead.Seal(buf, nonce, state, ad[:])
-
 	sid := sidOf(handle[:idLen])
-	key := sessioncache.SessionKey(s.prefix, sid[:])
-	flag := byte(flagLocalOnly)
-	if s.shared != nil && s.sharedPut(key, buf[valueOff:]) == nil {
-		flag = flagStored
-	}
-	buf[handleLen] = flag
-	if err := s.localPut(key, buf[handleLen:]); err != nil && flag == flagLocalOnly {
-		return nil, "", fmt.Errorf("stateful: storing session: %w", err)
-	}
-	return handle, hex.EncodeToString(sid[:]), nil
+	return &entry{buf: buf, key: sessioncache.SessionKey(s.prefix, sid[:]), sid: hex.EncodeToString(sid[:])}, nil
 }
 
 // UnwrapSessionID returns the session a handle names and its SessionID. It
@@ -298,24 +347,49 @@ func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (ha
 //
 // While Store fails, a session found in Local resumes (degraded mode, see
 // Backend). It never panics on any input. It does not check the session's
-// age or scope; the Layer does.
+// age or scope; the Layer does. With SingleUse it consumes the session at
+// once, before crypto/tls checked the client's binder or Finished: use
+// NewConn's hooks, which consume after the handshake completed.
 func (s *Backend) UnwrapSessionID(identity []byte, _ tls.ConnectionState) (*tls.SessionState, string, error) {
-	if len(identity) == 0 {
-		return nil, "", resumption.ErrMiss
-	}
-	if len(identity) != handleLen {
-		return nil, "", fmt.Errorf("%w: handle of %d bytes, want %d", resumption.ErrBad, len(identity), handleLen)
-	}
-	sid := sidOf(identity[:idLen])
-	ss, err := s.unwrap(identity, sessioncache.SessionKey(s.prefix, sid[:]))
+	key, sid, err := s.check(identity)
 	if err != nil {
 		return nil, "", err
 	}
-	return ss, hex.EncodeToString(sid[:]), nil
+	ss, from, err := s.unwrap(identity, key)
+	if err != nil {
+		return nil, "", err
+	}
+	if s.singleUse {
+		s.consume(key, from)
+	}
+	return ss, sid, nil
 }
 
-// unwrap finds and opens the session of a 32-byte handle stored under key.
-func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, error) {
+// check makes the cheap checks of an identity, and returns the store key and
+// SessionID of a well-formed handle.
+func (s *Backend) check(identity []byte) (key, sessionID string, err error) {
+	if len(identity) == 0 {
+		return "", "", resumption.ErrMiss
+	}
+	if len(identity) != handleLen {
+		return "", "", fmt.Errorf("%w: handle of %d bytes, want %d", resumption.ErrBad, len(identity), handleLen)
+	}
+	sid := sidOf(identity[:idLen])
+	return sessioncache.SessionKey(s.prefix, sid[:]), hex.EncodeToString(sid[:]), nil
+}
+
+// Where unwrap found a session: a SingleUse consumption deletes it there.
+const (
+	fromStore    = iota + 1 // Store, and maybe Local
+	fromLocal               // Local only: local-only after a store miss, or sticky
+	fromDegraded            // Local only, because Store failed
+)
+
+// unwrap finds and opens the session of a 32-byte handle stored under key,
+// and says where it found it (fromStore, fromLocal, fromDegraded). It
+// consumes nothing:
+// the caller does, for SingleUse.
+func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, int, error) {
 	if s.shared == nil {
 		return s.unwrapSticky(identity, key)
 	}
@@ -323,10 +397,7 @@ func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, error)
 	switch {
 	case storeErr == nil:
 		ss, err := s.open(identity, val)
-		if err == nil && s.singleUse {
-			s.consume(key)
-		}
-		return ss, err
+		return ss, fromStore, err
 	case errors.Is(storeErr, sessioncache.ErrMiss):
 		return s.afterStoreMiss(identity, key)
 	}
@@ -334,48 +405,46 @@ func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, error)
 	val, err := s.localGet(key)
 	if err != nil {
 		s.m.fallback(fallbackMiss)
-		return nil, fmt.Errorf("stateful: no local copy, and %w", storeErr)
+		return nil, 0, fmt.Errorf("stateful: no local copy, and %w", storeErr)
 	}
 	s.m.fallback(fallbackHit)
-	return s.openLocal(identity, key, val)
+	ss, _, err := s.openLocal(identity, val)
+	return ss, fromDegraded, err
 }
 
 // unwrapSticky finds a session in Local, the only store in sticky mode.
-func (s *Backend) unwrapSticky(identity []byte, key string) (*tls.SessionState, error) {
+func (s *Backend) unwrapSticky(identity []byte, key string) (*tls.SessionState, int, error) {
 	val, err := s.localGet(key)
 	if errors.Is(err, sessioncache.ErrMiss) {
-		return nil, resumption.ErrMiss
+		return nil, 0, resumption.ErrMiss
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stateful: local session cache: %w", err)
+		return nil, 0, fmt.Errorf("stateful: local session cache: %w", err)
 	}
-	return s.openLocal(identity, key, val)
+	return s.openLocal(identity, val)
 }
 
 // afterStoreMiss handles a healthy store's miss. The store is the source of
 // truth, so a copy in Local is stale (revoked, expired, used, or lost with
 // the store) and is dropped, unless it is marked local-only: its store
 // write failed, so the store never had it, and it resumes on this node.
-func (s *Backend) afterStoreMiss(identity []byte, key string) (*tls.SessionState, error) {
+func (s *Backend) afterStoreMiss(identity []byte, key string) (*tls.SessionState, int, error) {
 	val, err := s.localGet(key)
 	if err != nil {
-		return nil, resumption.ErrMiss
+		return nil, 0, resumption.ErrMiss
 	}
 	if val[0] != flagLocalOnly {
 		s.localDelete(key)
-		return nil, resumption.ErrMiss
+		return nil, 0, resumption.ErrMiss
 	}
 	s.m.fallback(fallbackLocalOnly)
-	return s.openLocal(identity, key, val)
+	return s.openLocal(identity, val)
 }
 
-// openLocal opens flag | value from Local, and drops it in single-use mode.
-func (s *Backend) openLocal(identity []byte, key string, val []byte) (*tls.SessionState, error) {
+// openLocal opens flag | value from Local.
+func (s *Backend) openLocal(identity []byte, val []byte) (*tls.SessionState, int, error) {
 	ss, err := s.open(identity, val[1:])
-	if err == nil && s.singleUse {
-		s.localDelete(key)
-	}
-	return ss, err
+	return ss, fromLocal, err
 }
 
 // open decrypts a stored value with the handle's key, in place: stores
@@ -402,13 +471,19 @@ func (s *Backend) open(handle, val []byte) (*tls.SessionState, error) {
 	return ss, nil
 }
 
-// consume deletes a session that just resumed, for SingleUse: from Store
-// first (which makes it single-use fleet-wide), then from Local.
-func (s *Backend) consume(key string) {
-	if err := s.sharedDelete(context.Background(), key, true); err != nil {
-		s.log.Debug("session store delete failed", zap.String("mode", s.mode), zap.Error(err))
+// consume deletes a session that resumed, for SingleUse: found in Store,
+// from Store first (which makes it single-use fleet-wide), then from Local;
+// found in Local only, from Local.
+func (s *Backend) consume(key string, from int) {
+	result := consumeOK
+	if from == fromStore {
+		if err := s.sharedDelete(context.Background(), key, true); err != nil {
+			result = consumeError
+			s.log.Debug("session store delete failed", zap.String("mode", s.mode), zap.Error(err))
+		}
 	}
 	s.localDelete(key)
+	s.m.consumed(result)
 }
 
 // ErrBadSessionID is returned by Revoke for a string that is not a session
@@ -425,7 +500,9 @@ var ErrBadSessionID = errors.New("not a session ID")
 // Other nodes' local copies are read only while their store fails, so
 // during an outage a revoked session may still resume on the node that
 // issued it; so may a session whose store write had failed (see Backend),
-// unless Revoke runs on that node.
+// unless Revoke runs on that node. A session revoked within its commit
+// delay (edgeproxy_session_commit_delay_seconds, typically well under a
+// millisecond) of its handshake may be written to Store after the delete.
 func (s *Backend) Revoke(ctx context.Context, sessionID string) error {
 	sid, err := hex.DecodeString(sessionID)
 	if err != nil || len(sid) != sidLen {

@@ -35,8 +35,37 @@ var _ resumption.SessionIDer = (*Backend)(nil)
 type node struct {
 	s     *Backend
 	local *lru.Store
-	tls   *tls.Config
+	layer *resumption.Layer
+	tls   *tls.Config // with the Layer's plain hooks
 	reg   *prometheus.Registry
+}
+
+// conn returns a configuration for one connection with the Layer's
+// per-connection hooks, as edgeproxy's listener uses, and the function to
+// call when its server handshake ended.
+func (n *node) conn() (*tls.Config, func(error)) {
+	c, cs := n.layer.ConnConfig(n.tls)
+	return c, cs.HandshakeDone
+}
+
+// connect runs one connection through the per-connection hooks, then waits
+// until the session it issued is in the shared store: tests that are not
+// about the commit window should not race it.
+func (n *node) connect(tb testing.TB, l *tlstest.Loopback, cli *tls.Config) tls.ConnectionState {
+	tb.Helper()
+	c, done := n.conn()
+	cs := l.ConnectDone(tb, cli, c, done)
+	n.flush(tb)
+	return cs
+}
+
+func (n *node) flush(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.s.Flush(ctx); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // newNode builds a node on cfg (Local, Metrics and, if unset, Now
@@ -56,7 +85,7 @@ func newNode(tb testing.TB, cfg Config, version uint16) *node {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { n.s.Close() })
-	layer, err := resumption.New(resumption.Config{Mode: n.s.mode, Backend: n.s, Metrics: mustLayerMetrics(tb, n.reg), Now: cfg.Now, Lifetime: cfg.Lifetime})
+	n.layer, err = resumption.New(resumption.Config{Mode: n.s.mode, Backend: n.s, Metrics: mustLayerMetrics(tb, n.reg), Now: cfg.Now, Lifetime: cfg.Lifetime})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -65,7 +94,7 @@ func newNode(tb testing.TB, cfg Config, version uint16) *node {
 		MinVersion:   version,
 		MaxVersion:   version,
 	}
-	layer.Configure(n.tls)
+	n.layer.Configure(n.tls)
 	return n
 }
 
@@ -213,6 +242,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative timeout", Config{Timeout: -time.Millisecond}, `resumption.store.timeout: must not be negative, got "-1ms"`},
 		{"negative failures", Config{Breaker: BreakerConfig{Failures: -1}}, "resumption.store.breaker.failures"},
 		{"negative cooldown", Config{Breaker: BreakerConfig{Cooldown: -1}}, "resumption.store.breaker.cooldown"},
+		{"negative commit queue", Config{CommitQueue: -1}, "resumption.store.commit_queue: must not be negative, got -1"},
+		{"negative commit workers", Config{CommitWorkers: -2}, "resumption.store.commit_workers: must not be negative, got -2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

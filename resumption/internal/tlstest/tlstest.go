@@ -5,6 +5,7 @@
 package tlstest
 
 import (
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -127,13 +128,40 @@ func (l *Loopback) Pair(tb testing.TB) (client, server net.Conn) {
 // ticket sent before it. It returns the client's view of the connection.
 func (l *Loopback) Connect(tb testing.TB, client, server *tls.Config) tls.ConnectionState {
 	tb.Helper()
+	return l.ConnectDone(tb, client, server, nil)
+}
+
+// ConnectDone is Connect that calls done, if not nil, with the result of
+// the server's handshake as soon as it returned, before the server writes:
+// what edgeproxy's listener does with a connection's ConnSession.
+func (l *Loopback) ConnectDone(tb testing.TB, client, server *tls.Config, done func(error)) tls.ConnectionState {
+	tb.Helper()
+	cs, cerr, serr := l.Handshake(tb, client, server, done)
+	if serr != nil {
+		tb.Fatal(serr)
+	}
+	if cerr != nil {
+		tb.Fatalf("client: %v", cerr)
+	}
+	return cs
+}
+
+// Handshake is ConnectDone that returns the client's and the server's
+// errors instead of failing the test, for handshakes meant to fail. The
+// server's handshake has ended (and done has returned) when it returns.
+func (l *Loopback) Handshake(tb testing.TB, client, server *tls.Config, done func(error)) (cs tls.ConnectionState, clientErr, serverErr error) {
+	tb.Helper()
 	cc, sc := l.Pair(tb)
 	srv := tls.Server(sc, server)
 	cli := tls.Client(cc, client)
 	errc := make(chan error, 1)
 	go func() {
 		defer srv.Close()
-		if err := srv.Handshake(); err != nil {
+		err := srv.Handshake()
+		if done != nil {
+			done(err)
+		}
+		if err != nil {
 			errc <- fmt.Errorf("server handshake: %w", err)
 			return
 		}
@@ -149,13 +177,87 @@ func (l *Loopback) Connect(tb testing.TB, client, server *tls.Config) tls.Connec
 		_, err = io.ReadFull(cli, b[:])
 	}
 	cli.Close()
-	if serr := <-errc; serr != nil {
-		tb.Fatal(serr)
+	return cli.ConnectionState(), err, <-errc
+}
+
+// Raw runs a server handshake against a client that sends hello (a TLS
+// record, see PSKClientHello) and then reads until the server closes. It
+// returns the server's handshake error, after done (if not nil) returned.
+func (l *Loopback) Raw(tb testing.TB, hello []byte, server *tls.Config, done func(error)) error {
+	tb.Helper()
+	cc, sc := l.Pair(tb)
+	defer cc.Close()
+	errc := make(chan error, 1)
+	go func() {
+		defer sc.Close()
+		srv := tls.Server(sc, server)
+		err := srv.Handshake()
+		if done != nil {
+			done(err)
+		}
+		errc <- err
+	}()
+	if _, err := cc.Write(hello); err != nil {
+		tb.Fatalf("writing the ClientHello: %v", err)
 	}
+	// The server reads EOF where it waits for the client's next flight.
+	if tc, ok := cc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	// Whatever the server sends, this client never answers.
+	go io.Copy(io.Discard, cc)
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(30 * time.Second):
+		tb.Fatal("the server handshake did not end")
+		return nil
+	}
+}
+
+// PSKClientHello returns a TLS record holding a TLS 1.3 ClientHello for
+// ServerName that offers an X25519 key share and, in its pre_shared_key
+// extension, identities, each with a binder of 32 zero bytes: a binder no
+// server accepts. crypto/tls hands a server's UnwrapSession each identity
+// in turn until one yields a session, and only then checks that
+// identity's binder.
+func PSKClientHello(tb testing.TB, identities ...[]byte) []byte {
+	tb.Helper()
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
-		tb.Fatalf("client: %v", err)
+		tb.Fatal(err)
 	}
-	return cli.ConnectionState()
+	u16 := func(b []byte, v int) []byte { return append(b, byte(v>>8), byte(v)) }
+	ext := func(b []byte, typ int, body []byte) []byte {
+		return append(u16(u16(b, typ), len(body)), body...)
+	}
+	vec16 := func(body []byte) []byte { return append(u16(nil, len(body)), body...) }
+
+	var exts []byte
+	exts = ext(exts, 0x0000, vec16(append([]byte{0}, vec16([]byte(ServerName))...))) // server_name
+	exts = ext(exts, 0x000a, vec16([]byte{0x00, 0x1d}))                              // supported_groups: x25519
+	exts = ext(exts, 0x000d, vec16([]byte{0x04, 0x03, 0x08, 0x04, 0x04, 0x01}))      // signature_algorithms
+	exts = ext(exts, 0x002b, []byte{2, 0x03, 0x04})                                  // supported_versions: TLS 1.3
+	exts = ext(exts, 0x002d, []byte{1, 1})                                           // psk_key_exchange_modes: psk_dhe_ke
+	share := append([]byte{0x00, 0x1d}, vec16(key.PublicKey().Bytes())...)
+	exts = ext(exts, 0x0033, vec16(share)) // key_share
+	var ids, binders []byte
+	for _, id := range identities {
+		ids = append(append(ids, vec16(id)...), 0, 0, 0, 0) // obfuscated_ticket_age 0
+		binders = append(append(binders, 32), make([]byte, 32)...)
+	}
+	exts = ext(exts, 0x0029, append(vec16(ids), vec16(binders)...)) // pre_shared_key, last
+
+	body := []byte{0x03, 0x03}
+	random := make([]byte, 32+1+32)
+	rand.Read(random)
+	random[32] = 32 // legacy_session_id of 32 bytes
+	body = append(body, random...)
+	body = append(body, vec16([]byte{0x13, 0x01, 0x13, 0x02, 0x13, 0x03})...)
+	body = append(body, 1, 0) // compression: null
+	body = append(body, vec16(exts)...)
+	msg := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	return append([]byte{0x16, 0x03, 0x01, byte(len(msg) >> 8), byte(len(msg))}, msg...)
 }
 
 // Session returns a server-side session from a real handshake.
