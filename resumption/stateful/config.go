@@ -19,26 +19,29 @@ const (
 	// Config.Timeout is zero: what a slow store may add to a
 	// handshake, per call.
 	DefaultTimeout = 25 * time.Millisecond
-	// DefaultBreakerFailures is how many consecutive store failures
-	// open the circuit breaker when BreakerConfig.Failures is zero.
+	// DefaultBreakerFailures is how many failed store calls (among the
+	// last 32, and at least half of them) open the circuit breaker when
+	// BreakerConfig.Failures is zero.
 	DefaultBreakerFailures = 5
-	// DefaultBreakerCooldown is how long the breaker stays open
-	// before it lets one probe call through, when
-	// BreakerConfig.Cooldown is zero.
-	DefaultBreakerCooldown = 5 * time.Second
+	// DefaultBreakerCooldown is the longest an open breaker waits between
+	// probes when BreakerConfig.Cooldown is zero: a store that comes back
+	// is used again within it (#12).
+	DefaultBreakerCooldown = 500 * time.Millisecond
 )
 
 // BreakerConfig configures the circuit breaker in front of the
 // shared store.
 type BreakerConfig struct {
-	// Failures is how many consecutive store failures (errors and timeouts;
-	// a miss is an answer, not a failure) open the breaker. If zero,
-	// DefaultBreakerFailures is used. It must not be negative.
+	// Failures is how many store failures (errors and timeouts; a miss is
+	// an answer, not a failure) among the last 32 calls, and at least half
+	// of them, open the breaker. If zero, DefaultBreakerFailures is used.
+	// It must not be negative.
 	Failures int
-	// Cooldown is how long an open breaker skips the store before it lets a
-	// single probe call through; the probe's success closes it, its failure
-	// opens it for another Cooldown. If zero, DefaultBreakerCooldown
-	// is used. It must not be negative.
+	// Cooldown is the longest an open breaker skips the store before it
+	// lets a single probe call through: the first probe comes 100ms after
+	// opening, each failed probe doubles the wait up to Cooldown, and the
+	// probe's success closes it. If zero, DefaultBreakerCooldown is used. It
+	// must not be negative.
 	Cooldown time.Duration
 }
 
@@ -78,8 +81,10 @@ type Config struct {
 	// Timeout bounds each call to Store made during a handshake. A
 	// resumption makes two calls (the get, and the put of the fresh ticket
 	// crypto/tls issues), three with SingleUse, so a hung store adds up to
-	// three Timeouts to a handshake until the breaker opens. If zero,
-	// DefaultTimeout is used. It must not be negative.
+	// three bounds to a handshake until the breaker opens. The bound adapts
+	// to the latency the calls see, between Timeout and 4 × Timeout (see
+	// StoreCallBound). If zero, DefaultTimeout is used. It must not be
+	// negative.
 	Timeout time.Duration
 
 	// SingleUse deletes a session when it resumes (Get, then Delete), so each

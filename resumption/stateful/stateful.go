@@ -96,6 +96,7 @@ type Backend struct {
 	rand      io.Reader
 	log       *zap.Logger
 	breaker   *breaker
+	lat       *latency // the adaptive per-call store timeout
 	m         *modeMetrics // nil: count nothing
 	metrics   *Metrics     // to detach from on Close
 
@@ -150,6 +151,7 @@ func New(cfg Config) (*Backend, error) {
 		s.local = l
 	}
 	s.breaker = newBreaker(cfg.Breaker, now, s.log.With(zap.String("mode", s.mode)))
+	s.lat = newLatency(s.timeout)
 	if cfg.Metrics != nil {
 		s.m = cfg.Metrics.forMode(s.mode)
 		cfg.Metrics.attach(s)

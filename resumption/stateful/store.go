@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +17,71 @@ import (
 // The Backend's store calls: each is timed and counted, and calls to the
 // shared store go through the breaker and feed it.
 
+// maxTimeoutFactor bounds the adaptive per-call timeout: at most this many
+// times Config.Timeout (see latency).
+const maxTimeoutFactor = 4
+
+// StoreCallBound returns the longest a single shared store call may take:
+// the adaptive timeout's ceiling, maxTimeoutFactor × StoreTimeout. Give it
+// to the store client as its own socket timeout, so that the client does
+// not cut a call the Backend still waits for.
+func (c Config) StoreCallBound() time.Duration { return maxTimeoutFactor * c.StoreTimeout() }
+
+// latency sizes the per-call store timeout from what the calls take (#12).
+// On a loaded machine a call's time includes the wait for a CPU, so a
+// fixed timeout tight enough for a hung store also cuts answers that came
+// in time but were read late: the node then falls back (or gives a full
+// handshake) although the store is fine. latency keeps, as TCP does for
+// its retransmission timeout (RFC 6298), a smoothed time srtt and a mean
+// deviation rttvar of the store's answers, and bounds each call by
+//
+//	clamp(2 × (srtt + 4 × rttvar), Timeout, maxTimeoutFactor × Timeout)
+//
+// A call that timed out counts as an answer after its bound, so a store or
+// scheduler that got slower raises the bound step by step, up to the
+// ceiling; errors (a refused connection) are not counted. Timeout stays the
+// floor: on a quiet machine nothing changes. A hung store costs each
+// handshake at most the ceiling, until the breaker opens.
+//
+// It is safe for concurrent use.
+type latency struct {
+	floor, ceil time.Duration
+	bound       atomic.Int64 // the current bound, read without the lock
+
+	// mu protects srtt and rttvar, and orders updates of bound.
+	mu           sync.Mutex
+	srtt, rttvar time.Duration // zero until the first observation
+}
+
+func newLatency(floor time.Duration) *latency {
+	l := &latency{floor: floor, ceil: maxTimeoutFactor * floor}
+	l.bound.Store(int64(floor))
+	return l
+}
+
+// timeout returns the current per-call bound.
+func (l *latency) timeout() time.Duration { return time.Duration(l.bound.Load()) }
+
+// observe records how long a call that got an answer (or timed out) took.
+func (l *latency) observe(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.srtt == 0 {
+		l.srtt, l.rttvar = d, d/2
+	} else {
+		l.rttvar += (abs(l.srtt-d) - l.rttvar) / 4
+		l.srtt += (d - l.srtt) / 8
+	}
+	l.bound.Store(int64(min(max(2*(l.srtt+4*l.rttvar), l.floor), l.ceil)))
+}
+
+func abs(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
 // sharedGet reads key from the shared store within Timeout, unless the
 // breaker skips it (errBreakerOpen).
 func (s *Backend) sharedGet(key string) ([]byte, error) {
@@ -23,7 +90,7 @@ func (s *Backend) sharedGet(key string) ([]byte, error) {
 		s.m.skip(opGet)
 		return nil, errBreakerOpen
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.lat.timeout())
 	start := time.Now()
 	val, err := s.shared.Get(ctx, key)
 	elapsed := time.Since(start)
@@ -41,7 +108,7 @@ func (s *Backend) sharedPut(key string, val []byte) error {
 		s.m.skip(opPut)
 		return errBreakerOpen
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.lat.timeout())
 	start := time.Now()
 	err := s.shared.Put(ctx, key, val, s.lifetime)
 	elapsed := time.Since(start)
@@ -61,7 +128,7 @@ func (s *Backend) sharedPut(key string, val []byte) error {
 func (s *Backend) sharedDelete(ctx context.Context, key string, bounded bool) error {
 	cancel := context.CancelFunc(func() {})
 	if bounded {
-		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		ctx, cancel = context.WithTimeout(ctx, s.lat.timeout())
 	}
 	start := time.Now()
 	err := s.shared.Delete(ctx, key)
@@ -72,11 +139,15 @@ func (s *Backend) sharedDelete(ctx context.Context, key string, bounded bool) er
 	return err
 }
 
-// sharedDone counts a shared store call and reports whether it failed (an
-// error or timeout; a miss is an answer).
+// sharedDone counts a shared store call, feeds its time to the adaptive
+// timeout, and reports whether it failed (an error or timeout; a miss is an
+// answer).
 func (s *Backend) sharedDone(op int, elapsed time.Duration, err error) (failed bool) {
 	r := resultOf(err)
 	s.m.call(op, r, elapsed)
+	if r != resultError {
+		s.lat.observe(elapsed)
+	}
 	return r == resultError || r == resultTimeout
 }
 
