@@ -96,7 +96,7 @@ type Backend struct {
 	rand      io.Reader
 	log       *zap.Logger
 	breaker   *breaker
-	lat       *latency // the adaptive per-call store timeout
+	lat       *latency     // the adaptive per-call store timeout
 	m         *modeMetrics // nil: count nothing
 	metrics   *Metrics     // to detach from on Close
 
