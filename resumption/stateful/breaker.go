@@ -27,9 +27,11 @@ const (
 // Closed, every call goes to the store. It opens when, among the last
 // breakerWindow calls, at least half and at least Failures failed: an error
 // rate, not a run of consecutive failures, so a burst of timeouts from a
-// busy scheduler (every call in flight at one stall) does not open it, but
-// a dead store, whose every call fails, opens it after Failures calls, as
-// fast as before. Open, calls skip the store until the probe wait has
+// busy scheduler (every call in flight at one stall) does not open it. A
+// dead store, whose calls fail at once (connection refused), opens it after
+// Failures calls, as fast as before; timeouts open it only once they are
+// half of a whole window (breakerWindow/2 calls), since on a loaded
+// machine a timeout may be the scheduler's, not the store's. Open, calls skip the store until the probe wait has
 // passed: firstProbe after opening, doubled after each failed probe up to
 // Cooldown. Then the first caller becomes the probe (half-open): it alone
 // calls the store, while concurrent callers keep skipping it rather than
@@ -110,7 +112,13 @@ func (b *breaker) done(probe, failed bool, cause error) {
 		}
 		b.calls = min(b.calls+1, breakerWindow)
 		failures = bits.OnesCount64(b.history & (1<<breakerWindow - 1))
-		if failed && failures >= b.threshold && 2*failures >= b.calls {
+		// A timeout may be the scheduler's (#12): only when half of a
+		// whole window timed out or failed is it the store's.
+		window := b.calls
+		if resultOf(cause) == resultTimeout {
+			window = breakerWindow
+		}
+		if failed && failures >= b.threshold && 2*failures >= window {
 			b.open = true
 			b.wait = min(firstProbe, b.cooldown)
 			b.until = b.now().Add(b.wait)

@@ -82,7 +82,7 @@ type Config struct {
 	// resumption makes two calls (the get, and the put of the fresh ticket
 	// crypto/tls issues), three with SingleUse, so a hung store adds up to
 	// three bounds to a handshake until the breaker opens. The bound adapts
-	// to the latency the calls see, between Timeout and 4 × Timeout (see
+	// to the latency the calls see, between Timeout and 10 × Timeout (see
 	// StoreCallBound). If zero, DefaultTimeout is used. It must not be
 	// negative.
 	Timeout time.Duration

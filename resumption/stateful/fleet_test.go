@@ -39,7 +39,8 @@ var storeKinds = []storeKind{
 func startRedis(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 	tb.Helper()
 	srv := testserver.Redis(tb)
-	st, err := redisstore.New(redisstore.Config{Addrs: []string{srv.Addr}})
+	// The store client's own bound is the Backend's longest, as in the app.
+	st, err := redisstore.New(redisstore.Config{Addrs: []string{srv.Addr}, Timeout: Config{}.StoreCallBound()})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func startRedis(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 func startMemcached(tb testing.TB) (*testserver.Server, sessioncache.Store) {
 	tb.Helper()
 	srv := testserver.Memcached(tb)
-	st, err := memcachestore.New(memcachestore.Config{Servers: []string{srv.Addr}})
+	st, err := memcachestore.New(memcachestore.Config{Servers: []string{srv.Addr}, Timeout: Config{}.StoreCallBound()})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -218,7 +219,12 @@ func TestStoreHung(t *testing.T) {
 				start = time.Now()
 				c.expect("store hung, cross-node", cli, b, false)
 				cross := time.Since(start)
-				for range 2 { // B's breaker opens on its 5th failure
+				// Timeouts open B's breaker once they are half of its window
+				// (#12): a get and a put per connection.
+				for i := 0; b.metric(t, "edgeproxy_session_store_breaker_open") == 0; i++ {
+					if i == breakerWindow {
+						t.Fatalf("B's breaker still closed after %d connections to a hung store", i)
+					}
 					c.expect("store hung, same node", cli, b, true)
 				}
 				start = time.Now()
@@ -230,8 +236,8 @@ func TestStoreHung(t *testing.T) {
 				if got := b.metric(t, "edgeproxy_session_store_breaker_open"); got != 1 {
 					t.Fatalf("B: breaker_open = %v; want 1", got)
 				}
-				t.Logf("connection time: healthy %v; store hung: same node %v, cross-node %v, breaker open %v (timeout %v per call)",
-					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), DefaultTimeout)
+				t.Logf("connection time: healthy %v; store hung: same node %v, cross-node %v, breaker open %v (timeout %v to %v per call)",
+					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), DefaultTimeout, Config{}.StoreCallBound())
 			})
 		}
 	}

@@ -149,16 +149,27 @@ func burnCPU(tb testing.TB, n int) {
 // fails.
 func TestCrossNodeUnderCPUBurn(t *testing.T) {
 	// Not parallel: it loads the machine on purpose.
-	const clients, reconnects = 8, 40
+	const clients, reconnects = 16, 40
 	burnCPU(t, 2)
 	for _, kind := range storeKinds {
 		_, store := kind.start(t)
 		for _, v := range tlstest.Versions {
 			t.Run(kind.name+"/"+v.Name, func(t *testing.T) {
 				var addrs []string
-				for _, n := range newFleet(t, 3, Config{Mode: kind.mode, Store: store, Prefix: v.Name + "/"}, v.Version) {
+				nodes := newFleet(t, 3, Config{Mode: kind.mode, Store: store, Prefix: v.Name + "/"}, v.Version)
+				for _, n := range nodes {
 					addrs = append(addrs, serve(t, n))
 				}
+				defer func() {
+					var calls [4]float64
+					for _, n := range nodes {
+						for i, r := range []string{"timeout", "error", "skipped"} {
+							calls[i] += n.metric(t, "edgeproxy_session_store_calls_total", "result", r)
+						}
+						calls[3] += n.metric(t, "edgeproxy_session_store_breaker_open")
+					}
+					t.Logf("store calls: %v timed out, %v failed, %v skipped; %v breakers open", calls[0], calls[1], calls[2], calls[3])
+				}()
 				var tl tally
 				var wg sync.WaitGroup
 				for c := range clients {
@@ -197,7 +208,7 @@ func TestRecoveryWithinASecond(t *testing.T) {
 				// real time, succeeds. Keep this test to edgeproxy's breaker,
 				// on the injected clock; TestFaultLoop runs the defaults.
 				srv = testserver.Redis(t)
-				rs, err := redisstore.New(redisstore.Config{Addrs: []string{srv.Addr}, PoolSize: 100})
+				rs, err := redisstore.New(redisstore.Config{Addrs: []string{srv.Addr}, PoolSize: 100, Timeout: Config{}.StoreCallBound()})
 				if err != nil {
 					t.Fatal(err)
 				}
