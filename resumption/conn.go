@@ -1,6 +1,9 @@
 package resumption
 
-import "crypto/tls"
+import (
+	"bytes"
+	"crypto/tls"
+)
 
 // SessionIDer is implemented by backends whose sessions have a non-secret
 // identifier that can be revoked (the stateful backends). The identifier
@@ -21,6 +24,8 @@ type SessionIDer interface {
 type ConnSession struct {
 	id     string
 	authAt int64 // Unix seconds; zero when the handshake resumed nothing
+	// resumedWith is the identity a TLS 1.2 handshake resumed with.
+	resumedWith []byte
 }
 
 // SessionID returns the session identifier, or "" when the connection has
@@ -60,6 +65,9 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 	c.SessionTicketsDisabled = false
 	rec := &ConnSession{}
 	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		if identity := l.reissue(cs, rec.resumedWith); identity != nil {
+			return identity, nil // #12: unchanged state, no new write
+		}
 		authAt := rec.authAt
 		if !cs.DidResume || authAt == 0 {
 			authAt = l.now().Unix()
@@ -74,6 +82,9 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 		ss, authAt, id := l.unwrap(identity, cs)
 		if ss != nil {
 			rec.authAt, rec.id = authAt, id
+			if cs.Version == tls.VersionTLS12 {
+				rec.resumedWith = bytes.Clone(identity) // crypto/tls may reuse its buffer
+			}
 		}
 		return ss, nil
 	}

@@ -244,3 +244,11 @@ func (s *Backend) localDelete(key string) {
 		s.m.call(opDelete, resultOf(err), time.Since(start))
 	}
 }
+
+// ReissuesTLS12 implements resumption.Reissuer: a TLS 1.2 resumption may
+// get its own handle back as its new ticket, with no store write, unless
+// SingleUse consumes each session (#12). A session resumed from Local while
+// Store failed keeps the handle too, and with it the fate of its entry: if
+// Store lost the session, the client's next cross-node visit is a full
+// handshake.
+func (s *Backend) ReissuesTLS12() bool { return !s.singleUse }
