@@ -83,6 +83,23 @@ func dial(addr string, cfg *tls.Config) (resumed bool, err error) {
 type tally struct {
 	conns, returning, resumed, failed atomic.Int64
 	firstErr                          atomic.Pointer[error]
+	// watchFrom, if not zero, asks for the first connection started after
+	// it (UnixNano) that resumes: when it ended goes to firstResumed.
+	watchFrom, firstResumed atomic.Int64
+}
+
+// watch starts timing the first resumption from now on, and returns how
+// long the previous watch took ("none" if nothing resumed).
+func (t *tally) watch(from time.Time) string {
+	w, f := t.watchFrom.Load(), t.firstResumed.Swap(0)
+	t.watchFrom.Store(from.UnixNano())
+	if w == 0 {
+		return ""
+	}
+	if f == 0 {
+		return "none"
+	}
+	return time.Duration(f - w).Round(time.Millisecond).String()
 }
 
 // client connects round robin over addrs, starting at addrs[first], until
@@ -95,6 +112,7 @@ func (t *tally) client(cfg *tls.Config, addrs []string, first, n int, stop <-cha
 			return
 		default:
 		}
+		start := time.Now().UnixNano()
 		resumed, err := dial(addrs[(first+i)%len(addrs)], cfg)
 		t.conns.Add(1)
 		switch {
@@ -105,6 +123,9 @@ func (t *tally) client(cfg *tls.Config, addrs []string, first, n int, stop <-cha
 			t.returning.Add(1)
 			if resumed {
 				t.resumed.Add(1)
+				if w := t.watchFrom.Load(); w != 0 && start > w {
+					t.firstResumed.CompareAndSwap(0, time.Now().UnixNano())
+				}
 			}
 		}
 	}
@@ -288,6 +309,7 @@ func TestFaultLoop(t *testing.T) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	cycles := 0
+	var recovered []string // per restart: how long until the first resumption
 	fault := func() {
 		cycles++
 		srv.Pause()
@@ -300,6 +322,9 @@ func TestFaultLoop(t *testing.T) {
 		srv.Resume()
 		srv.Stop()
 		srv.Restart()
+		if d := tl.watch(time.Now()); d != "" {
+			recovered = append(recovered, d)
+		}
 	}
 	fault()
 loop:
@@ -313,7 +338,10 @@ loop:
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%ds, %d fault cycles: %s", seconds, cycles, tl.String())
+	recovered = append(recovered, tl.watch(time.Now()))
+	// Clients move round robin, so the first resumption after a restart is
+	// a cross-node one, served by the store.
+	t.Logf("%ds, %d fault cycles: %s; first resumption after each restart: %v", seconds, cycles, tl.String(), recovered)
 	tl.checkNoneFailed(t)
 	if r, n := tl.resumed.Load(), tl.returning.Load(); r*100 < n*60 {
 		t.Fatalf("%d of %d returning clients resumed over the fault loop; want at least 60%%", r, n)
