@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/edgeproxy/edgeproxy/internal/bench"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
@@ -80,7 +78,7 @@ func BenchmarkServerCPU(b *testing.B) {
 	modes[2].res.Memcached.Servers = []string{ms.Addr}
 	var cells []*cpuCell
 	for _, m := range modes {
-		a := startBenchNode(b, config.Config{Admin: &off, Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: m.res})
+		a := startNode(b, config.Config{Admin: &off, Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: m.res})
 		for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 			for _, kind := range []string{bench.ModeFull, bench.ModeResume} {
 				c := &cpuCell{mode: m.name, version: v, kind: kind, addr: a.Addr().String(), node: a, store: m.store}
@@ -130,27 +128,6 @@ func BenchmarkServerCPU(b *testing.B) {
 	}
 	b.Log(out.String())
 	fmt.Fprint(os.Stderr, out.String())
-}
-
-// startBenchNode is startNode for a benchmark.
-func startBenchNode(b *testing.B, cfg config.Config) *App {
-	b.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	a, err := New(Options{Config: &cfg, Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return a
 }
 
 // cpuCell accumulates one cell's measurements over the passes.
