@@ -67,12 +67,13 @@ const (
 // Every session is written to Store (with Lifetime as TTL) and to Local.
 // Store is the source of truth: while it answers, a session resumes only if
 // Store has it, so revocation and single use hold fleet-wide. When Store
-// fails or is slower than Timeout, Backend falls back to Local (degraded
-// mode): clients returning to the node that issued their session still
-// resume, every other client gets a full handshake, and none a failed one.
-// Consecutive failures open a circuit breaker that skips Store (no
-// Timeout is added to handshakes) until Cooldown has passed; then one call
-// probes Store, and the breaker closes again when it succeeds. A session
+// fails or is slower than its per-call bound (Timeout, raised by observed
+// latency; see latency), Backend falls back to Local (degraded mode):
+// clients returning to the node that issued their session still resume,
+// every other client gets a full handshake, and none a failed one. A high
+// failure rate opens a circuit breaker that skips Store (no wait is added to
+// handshakes); probes from 100ms to Cooldown apart try Store again, and the
+// breaker closes when one succeeds (see breaker). A session
 // whose Store write failed is kept in Local as node-local, and resumes on
 // its node even once Store is back; it can be revoked only on that node.
 //
