@@ -195,15 +195,17 @@ func TestStoreKilled(t *testing.T) {
 // TestStoreHung pauses the store (SIGSTOP): handshakes still
 // complete within the per-call timeout, and resume on the issuing node.
 func TestStoreHung(t *testing.T) {
-	// Not parallel: its healthy steps run under the default 25ms store
-	// timeout, which the load of other tests could exceed.
+	// Not parallel: its healthy steps run under a short store timeout,
+	// which the load of other tests could exceed.
 	c := connector{tb: t, l: tlstest.NewLoopback(t)}
 	for _, kind := range storeKinds {
 		for _, v := range tlstest.Versions {
 			t.Run(kind.name+"/"+v.Name, func(t *testing.T) {
 				c.tb = t
 				srv, store := kind.start(t)
-				nodes := newFleet(t, 2, Config{Mode: kind.mode, Store: store}, v.Version)
+				// A short Timeout: the hung calls wait for up to 10 of them
+				// each (see latency) until B's breaker opens.
+				nodes := newFleet(t, 2, Config{Mode: kind.mode, Store: store, Timeout: 10 * time.Millisecond}, v.Version)
 				a, b := nodes[0], nodes[1]
 				cli := newClient(t, v.Version)
 				c.expect("healthy, first", cli, a, false)
@@ -237,7 +239,7 @@ func TestStoreHung(t *testing.T) {
 					t.Fatalf("B: breaker_open = %v; want 1", got)
 				}
 				t.Logf("connection time: healthy %v; store hung: same node %v, cross-node %v, breaker open %v (timeout %v to %v per call)",
-					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), DefaultTimeout, Config{}.StoreCallBound())
+					healthy.Round(time.Microsecond), same.Round(time.Microsecond), cross.Round(time.Microsecond), open.Round(time.Microsecond), 10*time.Millisecond, Config{Timeout: 10 * time.Millisecond}.StoreCallBound())
 			})
 		}
 	}

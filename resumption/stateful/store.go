@@ -50,6 +50,8 @@ type latency struct {
 	floor, ceil time.Duration
 	bound       atomic.Int64 // the current bound, read without the lock
 
+	answered atomic.Int64 // when the store last answered (UnixNano)
+
 	// mu protects the histograms.
 	mu        sync.Mutex
 	cur, prev [latencyBuckets]int // calls per bucket: this epoch, the last
@@ -71,6 +73,9 @@ func newLatency(floor time.Duration) *latency {
 	l.bound.Store(int64(l.ceil))
 	return l
 }
+
+// answeredSince reports whether the store answered a call after t.
+func (l *latency) answeredSince(t time.Time) bool { return l.answered.Load() > t.UnixNano() }
 
 // timeout returns the current per-call bound.
 func (l *latency) timeout() time.Duration { return time.Duration(l.bound.Load()) }
@@ -118,12 +123,15 @@ func (s *Backend) sharedPut(key string, val []byte) error {
 
 // sharedCall makes a get or put (op) through the breaker, and feeds it.
 //
-// A call that timed out, but returned more than half a bound after its
-// deadline, timed out on this process's scheduler rather than on the
-// store: its goroutine was not run for that long, and the answer may have
-// been waiting on the socket (#12). Such a call is retried once, and does
-// not count against the store in the breaker; a hung store's calls return
-// at their deadline, and do.
+// A call that timed out is not always the store's fault (#12): if the store
+// answered another call after this one started, it is alive, and this
+// call waited on this process (a busy scheduler, every pooled connection
+// taken by goroutines that are not being run); if the call returned more
+// than half a bound after its deadline, its goroutine was not run for that
+// long, and the answer may have been waiting on the socket. Such a call is
+// retried once, and does not count against the store in the breaker. A
+// hung store answers nobody, and its calls return at their deadline: they
+// count.
 func (s *Backend) sharedCall(op int, key string, val []byte) ([]byte, error) {
 	ok, probe := s.breaker.allow()
 	if !ok {
@@ -144,12 +152,12 @@ func (s *Backend) sharedCall(op int, key string, val []byte) ([]byte, error) {
 		elapsed := time.Since(start)
 		cancel()
 		r := s.sharedDone(op, elapsed, err)
-		starved := r == resultTimeout && elapsed > bound+bound/2
-		if starved && !retried {
-			s.log.Debug("session store call starved, retrying", zap.String("mode", s.mode), zap.Duration("bound", bound), zap.Duration("elapsed", elapsed))
+		ours := r == resultTimeout && (elapsed > bound+bound/2 || s.lat.answeredSince(start))
+		if ours && !retried {
+			s.log.Debug("session store call timed out on this process, retrying", zap.String("mode", s.mode), zap.Duration("bound", bound), zap.Duration("elapsed", elapsed))
 			continue
 		}
-		s.breaker.done(probe, (r == resultError || r == resultTimeout) && !starved, err)
+		s.breaker.done(probe, (r == resultError || r == resultTimeout) && !ours, err)
 		return got, err
 	}
 }
@@ -178,6 +186,9 @@ func (s *Backend) sharedDelete(ctx context.Context, key string, bounded bool) er
 func (s *Backend) sharedDone(op int, elapsed time.Duration, err error) int {
 	r := resultOf(err)
 	s.m.call(op, r, elapsed)
+	if r == resultOK || r == resultMiss {
+		s.lat.answered.Store(time.Now().UnixNano())
+	}
 	if r != resultError {
 		s.lat.observe(elapsed)
 	}
