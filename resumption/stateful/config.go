@@ -118,9 +118,9 @@ type Config struct {
 	Metrics *Metrics
 }
 
-// StoreTimeout returns the bound on each shared store call: Timeout, or
-// DefaultTimeout if it is zero. Give it to the store client too (its own
-// socket deadlines), so both agree.
+// StoreTimeout returns the floor of the bound on each shared store call:
+// Timeout, or DefaultTimeout if it is zero. Give StoreCallBound, its
+// ceiling, to the store client (its own socket deadlines).
 func (c Config) StoreTimeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
 
 // Validate reports the first invalid field of c. It does no I/O.
