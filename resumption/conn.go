@@ -1,6 +1,8 @@
 package resumption
 
-import "crypto/tls"
+import (
+	"crypto/tls"
+)
 
 // SessionIDer is implemented by backends whose sessions have a non-secret
 // identifier that can be revoked (the stateful backends). The identifier

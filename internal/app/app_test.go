@@ -28,7 +28,7 @@ import (
 
 // startNode starts an in-process node on loopback ports and stops it when
 // the test ends.
-func startNode(t *testing.T, cfg config.Config) *App {
+func startNode(t testing.TB, cfg config.Config) *App {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"

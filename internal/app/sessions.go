@@ -193,7 +193,7 @@ func buildStateful(mode string, c config.Resumption, lifetime time.Duration, s *
 		Logger:    log.Named("sessions"),
 		Metrics:   sm,
 	}
-	shared, err := sharedStore(mode, c, sc.StoreTimeout())
+	shared, err := sharedStore(mode, c, sc.StoreCallBound())
 	if err != nil {
 		return nil, fmt.Errorf("resumption.%w", err) // redis.<field>: or memcached.<field>: ...
 	}

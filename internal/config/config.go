@@ -226,9 +226,11 @@ type LocalCache struct {
 
 // Breaker configures the circuit breaker in front of the shared store.
 type Breaker struct {
-	// Failures is how many consecutive store errors open it. Default 5.
+	// Failures is how many store errors among the last 32 calls, and at
+	// least half of them, open it. Default 5.
 	Failures int `yaml:"failures"`
-	// Cooldown is how long it stays open before one probe. Default 5s.
+	// Cooldown is the longest it stays open between probes (the first
+	// comes after 100ms, the wait doubling). Default 500ms.
 	Cooldown time.Duration `yaml:"cooldown"`
 }
 

@@ -228,4 +228,13 @@ func (s *Server) signal(sig syscall.Signal) {
 	}
 }
 
+// Pid returns the process ID of the running server, for reading its CPU
+// time from /proc; 0 while it is stopped.
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 func (s *Server) String() string { return fmt.Sprintf("%s@%s", s.name, s.Addr) }

@@ -1,37 +1,62 @@
 package stateful
 
 import (
+	"math/bits"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 )
 
+// Breaker tuning that is not configurable (#12).
+const (
+	// breakerWindow is how many of the latest store calls the breaker
+	// weighs: it opens when at least half of them failed (and at least
+	// BreakerConfig.Failures). A slow scheduler times out the few calls in
+	// flight at one moment; a dead or hung store fails all of them.
+	breakerWindow = 32
+	// firstProbe is how long an open breaker waits before its first probe.
+	// Each failed probe doubles the wait, up to BreakerConfig.Cooldown, so
+	// a store that comes back is used again within Cooldown (plus one
+	// call), while a store that stays down costs one probe per Cooldown.
+	firstProbe = 100 * time.Millisecond
+)
+
 // breaker is the circuit breaker in front of a shared session store.
 //
-// Closed, every call goes to the store, and Failures consecutive failures
-// open it. Open, calls skip the store until Cooldown has passed. Then the
-// first caller becomes the probe (half-open): it alone calls the store, while
-// concurrent callers keep skipping it rather than wait, since a probe of a
-// store that is still down takes the whole per-call Timeout. The probe's
-// success closes the breaker; its failure opens it for another Cooldown.
-// Results of calls that started while the breaker was closed but end after
-// it opened are ignored.
+// Closed, every call goes to the store. It opens when, among the last
+// breakerWindow calls, at least half and at least Failures failed: an error
+// rate, not a run of consecutive failures, so a burst of timeouts from a
+// busy scheduler (every call in flight at one stall) does not open it. A
+// dead store, whose calls fail at once (connection refused), opens it after
+// Failures calls, as fast as before; timeouts open it only once they are
+// half of a whole window (breakerWindow/2 calls), since on a loaded
+// machine a timeout may be the scheduler's, not the store's. Open, calls skip the store until the probe wait has
+// passed: firstProbe after opening, doubled after each failed probe up to
+// Cooldown. Then the first caller becomes the probe (half-open): it alone
+// calls the store, while concurrent callers keep skipping it rather than
+// wait, since a probe of a store that is still down takes the whole
+// per-call timeout. The probe's success closes the breaker with a clean
+// window; its failure opens it for the next wait. Results of calls that
+// started while the breaker was closed but end after it opened are
+// ignored.
 //
 // It is safe for concurrent use and must not be copied.
 type breaker struct {
 	threshold int
-	cooldown  time.Duration
+	cooldown  time.Duration // the longest wait between probes
 	now       func() time.Time
 	log       *zap.Logger
 
-	// mu protects open, fails, until and probing: the breaker's state. It is
-	// held only for a few comparisons, never across a store call.
+	// mu protects the breaker's state: the fields below. It is held only for
+	// a few comparisons, never across a store call.
 	mu      sync.Mutex
-	open    bool      // open or half-open
-	fails   int       // consecutive failures while closed
-	until   time.Time // while open: when the next probe may start
-	probing bool      // while open: a probe is in flight
+	open    bool          // open or half-open
+	history uint64        // while closed: the latest outcomes, newest in bit 0, 1 = failed
+	calls   int           // while closed: outcomes in history, at most breakerWindow
+	wait    time.Duration // while open: the current wait between probes
+	until   time.Time     // while open: when the next probe may start
+	probing bool          // while open: a probe is in flight
 }
 
 func newBreaker(cfg BreakerConfig, now func() time.Time, log *zap.Logger) *breaker {
@@ -67,31 +92,44 @@ func (b *breaker) allow() (ok, probe bool) {
 func (b *breaker) done(probe, failed bool, cause error) {
 	b.mu.Lock()
 	var opened, reopened, closed bool
+	var failures, calls int
 	switch {
 	case probe && failed:
 		b.probing = false
-		b.until = b.now().Add(b.cooldown)
+		b.wait = min(2*b.wait, b.cooldown)
+		b.until = b.now().Add(b.wait)
 		reopened = true
 	case probe:
-		b.probing, b.open, b.fails = false, false, 0
+		b.probing, b.open, b.history, b.calls = false, false, 0, 0
 		closed = true
 	case b.open:
 		// A call from before the breaker opened: its result says nothing
 		// about the store now.
-	case failed:
-		b.fails++
-		if b.fails >= b.threshold {
-			b.open, b.fails = true, 0
-			b.until = b.now().Add(b.cooldown)
+	default:
+		b.history <<= 1
+		if failed {
+			b.history |= 1
+		}
+		b.calls = min(b.calls+1, breakerWindow)
+		failures = bits.OnesCount64(b.history & (1<<breakerWindow - 1))
+		// A timeout may be the scheduler's (#12): only when half of a
+		// whole window timed out or failed is it the store's.
+		window := b.calls
+		if resultOf(cause) == resultTimeout {
+			window = breakerWindow
+		}
+		if failed && failures >= b.threshold && 2*failures >= window {
+			b.open = true
+			b.wait = min(firstProbe, b.cooldown)
+			b.until = b.now().Add(b.wait)
 			opened = true
 		}
-	default:
-		b.fails = 0
+		calls = b.calls
 	}
 	b.mu.Unlock()
 	switch {
 	case opened:
-		b.log.Warn("session store breaker open", zap.Int("failures", b.threshold), zap.Duration("cooldown", b.cooldown), zap.Error(cause))
+		b.log.Warn("session store breaker open", zap.Int("failures", failures), zap.Int("calls", calls), zap.Error(cause))
 	case reopened:
 		b.log.Debug("session store probe failed", zap.Error(cause))
 	case closed:

@@ -221,16 +221,16 @@ func (s *Backend) sharedPutBatch(bp batchPutter, batch []*entry) error {
 	for i, e := range batch {
 		entries[i] = sessioncache.Entry{Key: e.key, Val: e.value()}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.lat.timeout())
 	start := time.Now()
 	err := bp.PutBatch(ctx, entries, s.lifetime)
 	elapsed := time.Since(start)
 	cancel()
-	var failed bool
-	for range batch {
-		failed = s.sharedDone(opPut, elapsed, err)
+	r := s.sharedDone(opPut, elapsed, err) // one latency sample per call
+	for range batch[1:] {
+		s.m.call(opPut, r, elapsed)
 	}
-	s.breaker.done(probe, failed, err)
+	s.breaker.done(probe, r == resultError || r == resultTimeout, err)
 	if err != nil {
 		s.log.Debug("session store batch put failed", zap.String("mode", s.mode), zap.Int("sessions", len(batch)), zap.Error(err))
 	}

@@ -19,13 +19,14 @@ const (
 	// Config.Timeout is zero: what a slow store may add to a
 	// handshake, per call.
 	DefaultTimeout = 25 * time.Millisecond
-	// DefaultBreakerFailures is how many consecutive store failures
-	// open the circuit breaker when BreakerConfig.Failures is zero.
+	// DefaultBreakerFailures is how many failed store calls (among the
+	// last 32, and at least half of them) open the circuit breaker when
+	// BreakerConfig.Failures is zero.
 	DefaultBreakerFailures = 5
-	// DefaultBreakerCooldown is how long the breaker stays open
-	// before it lets one probe call through, when
-	// BreakerConfig.Cooldown is zero.
-	DefaultBreakerCooldown = 5 * time.Second
+	// DefaultBreakerCooldown is the longest an open breaker waits between
+	// probes when BreakerConfig.Cooldown is zero: a store that comes back
+	// is used again within it (#12).
+	DefaultBreakerCooldown = 500 * time.Millisecond
 	// DefaultCommitQueue is how many committed sessions may wait for the
 	// store writers when Config.CommitQueue is zero: about 1 MB of sealed
 	// sessions, a fifth of a second of handshakes at 20,000/s.
@@ -38,14 +39,16 @@ const (
 // BreakerConfig configures the circuit breaker in front of the
 // shared store.
 type BreakerConfig struct {
-	// Failures is how many consecutive store failures (errors and timeouts;
-	// a miss is an answer, not a failure) open the breaker. If zero,
-	// DefaultBreakerFailures is used. It must not be negative.
+	// Failures is how many store failures (errors and timeouts; a miss is
+	// an answer, not a failure) among the last 32 calls, and at least half
+	// of them, open the breaker. If zero, DefaultBreakerFailures is used.
+	// It must not be negative.
 	Failures int
-	// Cooldown is how long an open breaker skips the store before it lets a
-	// single probe call through; the probe's success closes it, its failure
-	// opens it for another Cooldown. If zero, DefaultBreakerCooldown
-	// is used. It must not be negative.
+	// Cooldown is the longest an open breaker skips the store before it
+	// lets a single probe call through: the first probe comes 100ms after
+	// opening, each failed probe doubles the wait up to Cooldown, and the
+	// probe's success closes it. If zero, DefaultBreakerCooldown is used. It
+	// must not be negative.
 	Cooldown time.Duration
 }
 
@@ -88,8 +91,10 @@ type Config struct {
 	// the get found Store failing), and with SingleUse makes one more call
 	// once it completed (the delete). A hung store thus adds one Timeout
 	// to a connection, two with SingleUse, until the breaker opens. (The
-	// Backend's own hooks get and put on the handshake's path.) If zero,
-	// DefaultTimeout is used. It must not be negative.
+	// Backend's own hooks get and put on the handshake's path.) The
+	// bound adapts to the latency the calls see, between Timeout and
+	// 10 × Timeout (see StoreCallBound). If zero, DefaultTimeout is used.
+	// It must not be negative.
 	Timeout time.Duration
 
 	// CommitQueue bounds the sessions of completed handshakes waiting for
@@ -153,9 +158,9 @@ type Config struct {
 	Metrics *Metrics
 }
 
-// StoreTimeout returns the bound on each shared store call: Timeout, or
-// DefaultTimeout if it is zero. Give it to the store client too (its own
-// socket deadlines), so both agree.
+// StoreTimeout returns the floor of the bound on each shared store call:
+// Timeout, or DefaultTimeout if it is zero. Give StoreCallBound, its
+// ceiling, to the store client (its own socket deadlines).
 func (c Config) StoreTimeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
 
 func (c Config) commitQueue() int   { return cmp.Or(c.CommitQueue, DefaultCommitQueue) }

@@ -71,12 +71,14 @@ const (
 // which another node misses a session just issued); through the Backend's
 // own WrapSession, at once. Store is the source of truth: while it
 // answers, a session resumes only if Store has it, so revocation and
-// single use hold fleet-wide. When Store fails or is slower than Timeout,
-// Backend falls back to Local (degraded mode): clients returning to the node that issued their session still
-// resume, every other client gets a full handshake, and none a failed one.
-// Consecutive failures open a circuit breaker that skips Store (no
-// Timeout is added to handshakes) until Cooldown has passed; then one call
-// probes Store, and the breaker closes again when it succeeds. A session
+// single use hold fleet-wide. When Store fails or is slower than its
+// per-call bound (Timeout, raised by observed latency; see latency),
+// Backend falls back to Local (degraded mode): clients returning to the
+// node that issued their session still resume, every other client gets a
+// full handshake, and none a failed one. A high failure rate opens a
+// circuit breaker that skips Store (no wait is added to handshakes);
+// probes from 100ms to Cooldown apart try Store again, and the breaker
+// closes when one succeeds (see breaker). A session
 // whose Store write failed is kept in Local as node-local, and resumes on
 // its node even once Store is back; it can be revoked only on that node.
 //
@@ -102,6 +104,7 @@ type Backend struct {
 	rand      io.Reader
 	log       *zap.Logger
 	breaker   *breaker
+	lat       *latency     // the adaptive per-call store timeout
 	m         *modeMetrics // nil: count nothing
 	metrics   *Metrics     // to detach from on Close
 	writer    *committer
@@ -163,6 +166,7 @@ func New(cfg Config) (*Backend, error) {
 		s.local = l
 	}
 	s.breaker = newBreaker(cfg.Breaker, now, s.log.With(zap.String("mode", s.mode)))
+	s.lat = newLatency(s.timeout)
 	if cfg.Metrics != nil {
 		s.m = cfg.Metrics.forMode(s.mode)
 		cfg.Metrics.attach(s)

@@ -574,32 +574,31 @@ func TestBreaker(t *testing.T) {
 		return metricValue(t, reg, "edgeproxy_session_store_breaker_open", "mode", resumption.ModeRedis)
 	}
 
-	// A miss is an answer, and a success resets the count.
-	f.failing.Store(true)
-	for range failures - 1 {
-		mustResume(t, s, h)
+	// An error rate, not a run (#12): after 32 answers (a miss is an
+	// answer), 15 failures in a row, under half of the last 32 calls, keep
+	// it closed although they are far more than failures.
+	for range breakerWindow {
+		if _, err := s.UnwrapSession(make([]byte, 32), tls.ConnectionState{}); !errors.Is(err, resumption.ErrMiss) {
+			t.Fatal(err)
+		}
 	}
-	f.failing.Store(false)
-	if _, err := s.UnwrapSession(make([]byte, 32), tls.ConnectionState{}); !errors.Is(err, resumption.ErrMiss) {
-		t.Fatal(err)
-	}
 	f.failing.Store(true)
-	for range failures - 1 {
+	for range 15 {
 		mustResume(t, s, h)
 	}
 	if open() != 0 {
-		t.Fatal("breaker open before failures consecutive failures")
+		t.Fatal("breaker open with 15 failures among the last 32 calls")
 	}
-
-	// The next failure opens it: the store is skipped, local serves.
+	// The 16th failure is half the window: it opens. The store is skipped,
+	// local serves.
 	mustResume(t, s, h)
 	if open() != 1 {
-		t.Fatal("breaker not open after failures consecutive failures")
+		t.Fatal("breaker not open with 16 failures among the last 32 calls")
 	}
 	before := gets()
 	mustResume(t, s, h)
 	mustWrap(t, s, ss)
-	clk.Advance(cooldown - time.Second)
+	clk.Advance(firstProbe - time.Millisecond)
 	mustResume(t, s, h)
 	if gets() != before || rec.Count(storetest.OpPut) != 1 {
 		t.Fatalf("store called while the breaker is open: %d gets, %d puts", gets()-before, rec.Count(storetest.OpPut)-1)
@@ -608,24 +607,42 @@ func TestBreaker(t *testing.T) {
 		t.Fatalf("skipped gets = %v; want 2", got)
 	}
 
-	// After the cooldown one probe goes through; it fails and reopens.
-	clk.Advance(time.Second)
-	mustResume(t, s, h)
-	mustResume(t, s, h)
-	if gets() != before+1 || open() != 1 {
-		t.Fatalf("after the cooldown: %d store gets (want 1), open = %v (want 1)", gets()-before, open())
+	// firstProbe after opening one probe goes through; it fails and
+	// reopens for twice as long, and so on, doubling up to cooldown.
+	clk.Advance(time.Millisecond)
+	wait := firstProbe
+	for probe := 1; wait < cooldown; probe++ {
+		mustResume(t, s, h)
+		mustResume(t, s, h)
+		if gets() != before+probe || open() != 1 {
+			t.Fatalf("probe %d: %d store gets (want %d), open = %v (want 1)", probe, gets()-before, probe, open())
+		}
+		wait = min(2*wait, cooldown)
+		clk.Advance(wait - time.Millisecond)
+		mustResume(t, s, h)
+		if gets() != before+probe {
+			t.Fatalf("probe %d: the store was called %v before the next probe was due", probe, time.Millisecond)
+		}
+		clk.Advance(time.Millisecond)
 	}
 
-	// The next probe succeeds and closes it; the store is the truth again.
-	clk.Advance(cooldown)
+	// The next probe succeeds and closes it with a clean window; the store
+	// is the truth again, and a dead store opens it after failures calls.
 	f.failing.Store(false)
 	mustResume(t, s, h)
 	if open() != 0 {
 		t.Fatal("breaker still open after a successful probe")
 	}
+	f.failing.Store(true)
+	for range failures - 1 {
+		mustResume(t, s, h)
+	}
+	if open() != 0 {
+		t.Fatal("breaker open before failures failures")
+	}
 	mustResume(t, s, h)
-	if gets() != before+3 {
-		t.Fatalf("%d store gets after closing; want 3", gets()-before)
+	if open() != 1 {
+		t.Fatal("breaker not open after failures failures of a closed breaker's first calls")
 	}
 }
 
