@@ -14,7 +14,6 @@ import (
 	"github.com/edgeproxy/edgeproxy/sessioncache/storetest"
 )
 
-
 // connNode is a node whose hooks come from Layer.ConnConfig, one per
 // connection, as edgeproxy's listener installs them.
 type connNode struct {
