@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // Reasons a connection is refused at accept, the values of the reason label
@@ -40,10 +42,7 @@ type connMetrics struct {
 
 func newConnMetrics() connMetrics {
 	m := connMetrics{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_connections_refused_total",
-			Help: "Client connections closed at accept because a limit was reached, by limit.",
-		}, []string{"reason"}),
+		refused: promreg.CounterVec("edgeproxy_connections_refused_total", "Client connections closed at accept because a limit was reached, by limit.", "reason"),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgeproxy_connections_open",
 			Help: "Client connections open, handshaking or established.",

@@ -45,22 +45,12 @@ type TLSMetrics struct {
 // layer opened, which crypto/tls may still refuse).
 func NewTLSMetrics(reg prometheus.Registerer) (*TLSMetrics, error) {
 	m := &TLSMetrics{
-		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_tls_handshakes_total",
-			Help: "Completed TLS handshakes by version and whether the session was resumed.",
-		}, []string{"version", "resumed"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "edgeproxy_tls_handshake_duration_seconds",
-			Help:    "Time from accepting the connection to the end of the TLS handshake.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
-		}, []string{"resumed"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_tls_handshake_errors_total",
-			Help: "Failed TLS handshakes by reason.",
-		}, []string{"reason"}),
-		done:   map[[2]uint16]prometheus.Counter{},
-		durObs: map[uint16]prometheus.Observer{},
-		errs:   map[string]prometheus.Counter{},
+		handshakes: promreg.CounterVec("edgeproxy_tls_handshakes_total", "Completed TLS handshakes by version and whether the session was resumed.", "version", "resumed"),
+		duration:   promreg.HistogramVec("edgeproxy_tls_handshake_duration_seconds", "Time from accepting the connection to the end of the TLS handshake.", []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5}, "resumed"),
+		errors:     promreg.CounterVec("edgeproxy_tls_handshake_errors_total", "Failed TLS handshakes by reason.", "reason"),
+		done:       map[[2]uint16]prometheus.Counter{},
+		durObs:     map[uint16]prometheus.Observer{},
+		errs:       map[string]prometheus.Counter{},
 	}
 	for _, v := range []uint16{0x0303, 0x0304} {
 		for r, label := range []string{"false", "true"} {

@@ -13,6 +13,8 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // PROXY protocol (v1 and v2) on the TLS listener (#14): behind a TCP load
@@ -279,11 +281,8 @@ type ProxyProtocolMetrics struct {
 // reg is not nil; one registered by an earlier instance is reused.
 func NewProxyProtocolMetrics(reg prometheus.Registerer) (*ProxyProtocolMetrics, error) {
 	m := &ProxyProtocolMetrics{
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_proxy_protocol_total",
-			Help: "PROXY protocol headers read on the TLS listener, by result (ok, local, missing, untrusted, invalid, error).",
-		}, []string{"result"}),
-		by: map[string]prometheus.Counter{},
+		results: promreg.CounterVec("edgeproxy_proxy_protocol_total", "PROXY protocol headers read on the TLS listener, by result (ok, local, missing, untrusted, invalid, error).", "result"),
+		by:      map[string]prometheus.Counter{},
 	}
 	if reg != nil {
 		var err error

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // Kinds of upstream errors, the values of the kind label of
@@ -224,27 +226,11 @@ func newUpstreamMetrics(reg prometheus.Registerer) (*upstreamMetrics, error) {
 		return nil, nil
 	}
 	m := &upstreamMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_upstream_requests_total",
-			Help: "Responses received from upstreams, by upstream and status code.",
-		}, []string{"upstream", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "edgeproxy_upstream_request_duration_seconds",
-			Help:    "Time from sending a request to an upstream to its response headers or failure.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"upstream"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_upstream_errors_total",
-			Help: "Failed upstream attempts, by upstream and kind (dial, timeout, transport, canceled).",
-		}, []string{"upstream", "kind"}),
-		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgeproxy_upstream_healthy",
-			Help: "1 if the upstream takes requests, 0 if it failed health checks or is ejected.",
-		}, []string{"upstream"}),
-		client: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_client_errors_total",
-			Help: "Requests refused for the client's own fault, by reason (bad_body, body_too_large, body_timeout); never counted against an upstream.",
-		}, []string{"reason"}),
+		requests: promreg.CounterVec("edgeproxy_upstream_requests_total", "Responses received from upstreams, by upstream and status code.", "upstream", "code"),
+		duration: promreg.HistogramVec("edgeproxy_upstream_request_duration_seconds", "Time from sending a request to an upstream to its response headers or failure.", prometheus.DefBuckets, "upstream"),
+		errors:   promreg.CounterVec("edgeproxy_upstream_errors_total", "Failed upstream attempts, by upstream and kind (dial, timeout, transport, canceled).", "upstream", "kind"),
+		healthy:  promreg.GaugeVec("edgeproxy_upstream_healthy", "1 if the upstream takes requests, 0 if it failed health checks or is ejected.", "upstream"),
+		client:   promreg.CounterVec("edgeproxy_client_errors_total", "Requests refused for the client's own fault, by reason (bad_body, body_too_large, body_timeout); never counted against an upstream.", "reason"),
 	}
 	if err := errors.Join(reuse(reg, &m.client), reuse(reg, &m.requests), reuse(reg, &m.duration), reuse(reg, &m.errors), reuse(reg, &m.healthy)); err != nil {
 		return nil, err

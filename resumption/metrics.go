@@ -51,18 +51,9 @@ const (
 // another Metrics is registered with reg already.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		unwrap: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_resumption_unwrap_total",
-			Help: "Session identities presented by clients, by mode and result: opened (handed to crypto/tls, which may still refuse it; completed resumptions are edgeproxy_resumption_handshakes_total{result=\"resumed\"}), miss, expired, bad, scope_mismatch, store_error.",
-		}, []string{"mode", "result"}),
-		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_resumption_handshakes_total",
-			Help: "Handshakes that ended, by mode and result: resumed (completed, with a session the resumption layer opened), full (completed without one), failed.",
-		}, []string{"mode", "result"}),
-		wrap: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_resumption_wrap_total",
-			Help: "Sessions handed to clients, by mode and result (ok, error: a decoy was sent).",
-		}, []string{"mode", "result"}),
+		unwrap:     promreg.CounterVec("edgeproxy_resumption_unwrap_total", "Session identities presented by clients, by mode and result: opened (handed to crypto/tls, which may still refuse it; completed resumptions are edgeproxy_resumption_handshakes_total{result=\"resumed\"}), miss, expired, bad, scope_mismatch, store_error.", "mode", "result"),
+		handshakes: promreg.CounterVec("edgeproxy_resumption_handshakes_total", "Handshakes that ended, by mode and result: resumed (completed, with a session the resumption layer opened), full (completed without one), failed.", "mode", "result"),
+		wrap:       promreg.CounterVec("edgeproxy_resumption_wrap_total", "Sessions handed to clients, by mode and result (ok, error: a decoy was sent).", "mode", "result"),
 	}
 	if err := promreg.Register(reg, m.unwrap, m.wrap, m.handshakes); err != nil {
 		return nil, fmt.Errorf("resumption: registering metrics: %w", err)

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // Metrics holds the Prometheus collectors of the key sources. Sources attach
@@ -37,10 +39,7 @@ type Metrics struct {
 // for example because NewMetrics was already registered with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_ticketkeys_rotations_total",
-			Help: "Ticket key ring updates (rotations, reloads, refreshes) by source and result.",
-		}, []string{"source", "result"}),
+		rotations: promreg.CounterVec("edgeproxy_ticketkeys_rotations_total", "Ticket key ring updates (rotations, reloads, refreshes) by source and result.", "source", "result"),
 		ringSize: prometheus.NewDesc("edgeproxy_ticketkeys_ring_size",
 			"Number of keys in the current ticket key ring.", []string{"source"}, nil),
 		keyAge: prometheus.NewDesc("edgeproxy_ticketkeys_current_key_age_seconds",

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/promreg"
 )
 
 // metrics counts obtain and renew outcomes per host and reports, at each
@@ -25,11 +27,8 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
 	mt := &metrics{
-		m: m,
-		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeproxy_acme_certificates_total",
-			Help: "ACME certificate obtain and renew attempts by host, action (obtain, renew) and result (success, failure).",
-		}, []string{"host", "action", "result"}),
+		m:        m,
+		outcomes: promreg.CounterVec("edgeproxy_acme_certificates_total", "ACME certificate obtain and renew attempts by host, action (obtain, renew) and result (success, failure).", "host", "action", "result"),
 		expiry: prometheus.NewDesc("edgeproxy_certificate_expiry_seconds",
 			"Seconds until the ACME certificate served for host expires (negative: expired).", []string{"host"}, nil),
 		names: map[string]bool{},
