@@ -56,7 +56,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 chmod 600 "$work/key.pem"
-"$work/bin/edgeproxy" keys gen --force --out "$work/ticket.key" 2>/dev/null
+"$work/bin/edgeproxy" keys gen --format binary --force --out "$work/ticket.key" 2>/dev/null # nginx reads the binary layout
 
 # Room for the idle connections (the Go programs raise their own limit).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
