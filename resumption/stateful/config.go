@@ -153,8 +153,9 @@ type Config struct {
 	// Breaker configures the circuit breaker in front of Store.
 	Breaker BreakerConfig
 
-	// Now returns the current time, for the breaker's cooldown and the
-	// default Local's TTLs. If nil, time.Now is used. Durations in metrics
+	// Now returns the current time, for the breaker's cooldown, the
+	// freshness of the revocation poll (ReadThrough) and the default
+	// Local's TTLs. If nil, time.Now is used. Durations in metrics
 	// are always measured with time.Now.
 	Now func() time.Time
 

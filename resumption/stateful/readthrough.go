@@ -48,6 +48,7 @@ type revocation struct {
 	store sessioncache.Store
 	key   string
 	every time.Duration
+	now   func() time.Time // Config.Now: the poll's freshness
 	log   *zap.Logger
 
 	epoch      atomic.Uint64 // the current epoch
@@ -64,8 +65,8 @@ type revocation struct {
 	stop, done chan struct{}
 }
 
-func newRevocation(store sessioncache.Store, key string, every time.Duration, log *zap.Logger) *revocation {
-	r := &revocation{store: store, key: key, every: every, log: log,
+func newRevocation(store sessioncache.Store, key string, every time.Duration, now func() time.Time, log *zap.Logger) *revocation {
+	r := &revocation{store: store, key: key, every: every, now: now, log: log,
 		changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	r.epoch.Store(1)
 	go r.run()
@@ -78,7 +79,7 @@ func (r *revocation) current() uint64 { return r.epoch.Load() }
 // usable reports whether a stored Local entry verified in epoch may be
 // used without a store get.
 func (r *revocation) usable(epoch uint64) bool {
-	return epoch == r.epoch.Load() && time.Now().UnixNano() < r.freshUntil.Load()
+	return epoch == r.epoch.Load() && r.now().UnixNano() < r.freshUntil.Load()
 }
 
 // next returns a channel closed at the next new epoch (tests wait on it).
@@ -110,7 +111,7 @@ func (r *revocation) poll() {
 			r.log.Error("revocation poll panicked", zap.Any("panic", p))
 		}
 	}()
-	start := time.Now()
+	start := r.now()
 	ctx, cancel := context.WithTimeout(context.Background(), r.every)
 	val, err := r.store.Get(ctx, r.key)
 	cancel()

@@ -173,7 +173,7 @@ func New(cfg Config) (*Backend, error) {
 	if s.shared != nil {
 		s.revKey = sessioncache.RevocationKey(s.prefix)
 		if cfg.ReadThrough && !s.singleUse {
-			s.rev = newRevocation(s.shared, s.revKey, cfg.revocationPoll(), s.log.With(zap.String("mode", s.mode)))
+			s.rev = newRevocation(s.shared, s.revKey, cfg.revocationPoll(), now, s.log.With(zap.String("mode", s.mode)))
 		}
 	}
 	s.breaker = newBreaker(cfg.Breaker, now, s.log.With(zap.String("mode", s.mode)))
