@@ -68,8 +68,9 @@ type Config struct {
 	Store sessioncache.Store
 
 	// Local is the node-local cache: the whole store in sticky mode, and in
-	// the shared modes the copy of every session this node issued, read
-	// only while Store fails (see Backend). If nil, an lru.Store with the
+	// the shared modes the copy of every session this node issued (and,
+	// with ReadThrough, read from Store), read while Store fails, or
+	// with ReadThrough in place of a store get (see Backend). If nil, an lru.Store with the
 	// default bounds and Now as its clock is used. If it has a
 	// Len() int method (as *lru.Store has), its size is exported as a
 	// metric. It must never block: it is called on every handshake.

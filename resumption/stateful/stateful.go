@@ -74,7 +74,10 @@ const (
 // which another node misses a session just issued); through the Backend's
 // own WrapSession, at once. Store is the source of truth: while it
 // answers, a session resumes only if Store has it, so revocation and
-// single use hold fleet-wide. When Store fails or is slower than its
+// single use hold fleet-wide. With ReadThrough, a session this node
+// last wrote to or read from Store resumes from Local without a store
+// get, and a revocation holds here within RevocationPoll (2 ×
+// RevocationPoll at most; see readthrough.go). When Store fails or is slower than its
 // per-call bound (Timeout, raised by observed latency; see latency),
 // Backend falls back to Local (degraded mode): clients returning to the
 // node that issued their session still resume, every other client gets a
