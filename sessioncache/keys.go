@@ -62,3 +62,10 @@ func CheckAddr(a string) error {
 	}
 	return nil
 }
+
+// RevocationKey returns the store key of the fleet's revocation generation
+// under prefix: a value every revocation replaces, which the nodes poll to
+// learn that their local copies may be stale (resumption/stateful).
+func RevocationKey(prefix string) string {
+	return prefix + namespace + "revgen"
+}

@@ -256,7 +256,10 @@ func TestSessionIDHeaderAndRevocation(t *testing.T) {
 	t.Parallel()
 	up := httptest.NewServer(demoapp.Handler("up"))
 	defer up.Close()
-	res := config.Resumption{Mode: "redis", Store: config.Store{Timeout: time.Second}}
+	res := config.Resumption{Mode: "redis", Store: config.Store{Timeout: time.Second,
+		// Revocation at once: by default b's verified copy would resume
+		// until b's next revocation poll (resumption/stateful readthrough.go).
+		StrictRevocation: true}}
 	res.Redis.Addrs = []string{testserver.Redis(t).Addr}
 	a := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})
 	b := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: res})

@@ -189,9 +189,12 @@ func buildStateful(mode string, c config.Resumption, lifetime time.Duration, s *
 		Lifetime:  lifetime,
 		Timeout:   c.Store.Timeout,
 		SingleUse: c.Store.SingleUse,
-		Breaker:   stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
-		Logger:    log.Named("sessions"),
-		Metrics:   sm,
+		// Read-through (#12): revocation bounded by RevocationPoll.
+		ReadThrough:    !c.Store.StrictRevocation,
+		RevocationPoll: c.Store.RevocationPoll,
+		Breaker:        stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
+		Logger:         log.Named("sessions"),
+		Metrics:        sm,
 	}
 	shared, err := sharedStore(mode, c, sc.StoreCallBound())
 	if err != nil {

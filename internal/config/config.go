@@ -214,6 +214,16 @@ type Store struct {
 	LocalCache LocalCache `yaml:"local_cache"`
 	// Breaker stops calling a failing store for a while.
 	Breaker Breaker `yaml:"breaker"`
+	// StrictRevocation turns read-through off: every resumption reads the
+	// shared store, and a revocation holds on every node at once. By
+	// default (false, and single_use false) a client returning to the node
+	// that last served its session resumes from the node-local cache
+	// without a store call, and a revoked session may still resume there
+	// for up to revocation_poll (twice that at most).
+	StrictRevocation bool `yaml:"strict_revocation"`
+	// RevocationPoll is how often each node reads the fleet's revocation
+	// generation. Default stateful.DefaultRevocationPoll (100ms).
+	RevocationPoll time.Duration `yaml:"revocation_poll"`
 }
 
 // LocalCache bounds the node-local session cache.
@@ -471,7 +481,7 @@ func (r *Resumption) validateStore() []error {
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	st := r.Store
 	// The stateful backend owns the timeout and breaker checks.
-	sc := stateful.Config{Timeout: st.Timeout, Breaker: stateful.BreakerConfig{Failures: st.Breaker.Failures, Cooldown: st.Breaker.Cooldown}}
+	sc := stateful.Config{Timeout: st.Timeout, RevocationPoll: st.RevocationPoll, Breaker: stateful.BreakerConfig{Failures: st.Breaker.Failures, Cooldown: st.Breaker.Cooldown}}
 	if err := sc.Validate(); err != nil {
 		errs = append(errs, err)
 	}

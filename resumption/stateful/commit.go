@@ -77,13 +77,14 @@ func newCommitter(queue, workers int) *committer {
 func (s *Backend) commit(e *entry, wait bool) {
 	if s.shared == nil {
 		r := commitOK
-		if s.localPut(e.key, e.local(flagLocalOnly)) != nil {
+		if s.localPut(e.key, e.local(flagLocalOnly, 0)) != nil {
 			r = commitError
 		}
 		s.m.commit(r)
 		return
 	}
-	_ = s.localPut(e.key, e.local(flagLocalOnly)) // logged by localPut
+	e.epoch = s.epoch()                                    // before the store write is queued
+	_ = s.localPut(e.key, e.local(flagLocalOnly, e.epoch)) // logged by localPut
 	e.committed = time.Now()
 	if wait && !s.async {
 		e.acked = make(chan struct{})
@@ -201,10 +202,7 @@ func (s *Backend) stored(e *entry, err error) {
 	}
 	s.m.commitDone(time.Since(e.committed))
 	// A new slice: Local may keep the one it was given.
-	val := make([]byte, 1+len(e.value()))
-	val[0] = flagStored
-	copy(val[1:], e.value())
-	_ = s.localPut(e.key, val)
+	_ = s.localPut(e.key, localValue(flagStored, e.epoch, e.value()))
 }
 
 // sharedPutBatch writes batch in one call within Timeout, unless the

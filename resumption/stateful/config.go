@@ -68,8 +68,9 @@ type Config struct {
 	Store sessioncache.Store
 
 	// Local is the node-local cache: the whole store in sticky mode, and in
-	// the shared modes the copy of every session this node issued, read
-	// only while Store fails (see Backend). If nil, an lru.Store with the
+	// the shared modes the copy of every session this node issued (and,
+	// with ReadThrough, read from Store), read while Store fails, or
+	// with ReadThrough in place of a store get (see Backend). If nil, an lru.Store with the
 	// default bounds and Now as its clock is used. If it has a
 	// Len() int method (as *lru.Store has), its size is exported as a
 	// metric. It must never block: it is called on every handshake.
@@ -137,11 +138,25 @@ type Config struct {
 	// enforced only per node: other nodes' local copies are not reachable.
 	SingleUse bool
 
+	// ReadThrough, if true (and SingleUse is not), lets a client that
+	// returns to the node that last wrote or read its session resume from
+	// Local without a store get (#12). A session revoked on any node may
+	// then still resume on such a node for up to RevocationPoll,
+	// 2 × RevocationPoll at most (see readthrough.go). If false, every
+	// resumption reads Store while it answers.
+	ReadThrough bool
+
+	// RevocationPoll is how often a ReadThrough Backend reads the fleet's
+	// revocation generation from Store. If zero, DefaultRevocationPoll is
+	// used. It must not be negative.
+	RevocationPoll time.Duration
+
 	// Breaker configures the circuit breaker in front of Store.
 	Breaker BreakerConfig
 
-	// Now returns the current time, for the breaker's cooldown and the
-	// default Local's TTLs. If nil, time.Now is used. Durations in metrics
+	// Now returns the current time, for the breaker's cooldown, the
+	// freshness of the revocation poll (ReadThrough) and the default
+	// Local's TTLs. If nil, time.Now is used. Durations in metrics
 	// are always measured with time.Now.
 	Now func() time.Time
 
@@ -162,6 +177,10 @@ type Config struct {
 // Timeout, or DefaultTimeout if it is zero. Give StoreCallBound, its
 // ceiling, to the store client (its own socket deadlines).
 func (c Config) StoreTimeout() time.Duration { return cmp.Or(c.Timeout, DefaultTimeout) }
+
+func (c Config) revocationPoll() time.Duration {
+	return cmp.Or(c.RevocationPoll, DefaultRevocationPoll)
+}
 
 func (c Config) commitQueue() int   { return cmp.Or(c.CommitQueue, DefaultCommitQueue) }
 func (c Config) commitWorkers() int { return cmp.Or(c.CommitWorkers, DefaultCommitWorkers) }
@@ -191,6 +210,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("resumption.store.timeout: must not be negative, got %q", c.Timeout)
+	}
+	if c.RevocationPoll < 0 {
+		return fmt.Errorf("resumption.store.revocation_poll: must not be negative, got %q", c.RevocationPoll)
 	}
 	if c.CommitQueue < 0 {
 		return fmt.Errorf("resumption.store.commit_queue: must not be negative, got %d", c.CommitQueue)

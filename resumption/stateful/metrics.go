@@ -19,7 +19,7 @@ var StoreBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025,
 // result* constants.
 var (
 	opNames       = [...]string{"get", "put", "delete"}
-	resultNames   = [...]string{"ok", "miss", "error", "timeout", "skipped"}
+	resultNames   = [...]string{"ok", "miss", "error", "timeout", "skipped", "local"}
 	fallbackNames = [...]string{"hit", "miss", "local_only"}
 	commitNames   = [...]string{"ok", "dropped", "overflow", "error", "reissued"}
 	consumeNames  = [...]string{"ok", "error"}
@@ -54,6 +54,7 @@ const (
 	resultError   // any other error
 	resultTimeout // Timeout or a socket deadline passed
 	resultSkipped // the breaker was open: no call was made
+	resultLocal   // read-through: Local had a verified copy, no call was made
 )
 
 const (
@@ -71,7 +72,8 @@ const (
 //
 //   - edgeproxy_session_store_calls_total{mode,op,result}: calls to the
 //     session store (in sticky mode, the local cache), op get, put or
-//     delete, result ok, miss, error, timeout, or skipped (breaker open);
+//     delete, result ok, miss, error, timeout, skipped (breaker open), or
+//     local (get only: ReadThrough found a verified copy, no call made);
 //   - edgeproxy_session_store_duration_seconds{mode,op}: their latency,
 //     skipped calls excluded;
 //   - edgeproxy_session_local_fallback_total{mode,result}: local cache reads
@@ -112,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeproxy_session_store_calls_total",
-			Help: "Calls to the session store, by mode, op (get, put, delete) and result (ok, miss, error, timeout, skipped: breaker open).",
+			Help: "Calls to the session store, by mode, op (get, put, delete) and result (ok, miss, error, timeout, skipped: breaker open, local: read through the node-local cache, no call made).",
 		}, []string{"mode", "op", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "edgeproxy_session_store_duration_seconds",
@@ -212,6 +214,14 @@ func (mm *modeMetrics) skip(op int) {
 		return
 	}
 	mm.calls[op][resultSkipped].Inc()
+}
+
+// readThrough counts a get that Local answered without a store call.
+func (mm *modeMetrics) readThrough() {
+	if mm == nil {
+		return
+	}
+	mm.calls[opGet][resultLocal].Inc()
 }
 
 // fallback counts a local cache read in a shared mode.

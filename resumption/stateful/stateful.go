@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -41,7 +42,9 @@ const (
 	headerLen     = 1 + nonceLen // version | nonce
 	overhead      = headerLen + tagLen
 
-	// The node-local cache stores flag | value. The flag says whether the
+	// The node-local cache stores flag | epoch(8) | value. The epoch is the
+	// read-through epoch of the store call that wrote or read the value
+	// (see readthrough.go). The flag says whether the
 	// shared store took the value too (stored), or only this node has it
 	// (localOnly: sticky mode, or the store write failed or was skipped).
 	flagStored    = 0x00
@@ -71,7 +74,10 @@ const (
 // which another node misses a session just issued); through the Backend's
 // own WrapSession, at once. Store is the source of truth: while it
 // answers, a session resumes only if Store has it, so revocation and
-// single use hold fleet-wide. When Store fails or is slower than its
+// single use hold fleet-wide. With ReadThrough, a session this node
+// last wrote to or read from Store resumes from Local without a store
+// get, and a revocation holds here within RevocationPoll (2 ×
+// RevocationPoll at most; see readthrough.go). When Store fails or is slower than its
 // per-call bound (Timeout, raised by observed latency; see latency),
 // Backend falls back to Local (degraded mode): clients returning to the
 // node that issued their session still resume, every other client gets a
@@ -108,6 +114,8 @@ type Backend struct {
 	m         *modeMetrics // nil: count nothing
 	metrics   *Metrics     // to detach from on Close
 	writer    *committer
+	rev       *revocation // nil: Local is read only after a store failure
+	revKey    string      // sessioncache.RevocationKey
 
 	closeOnce sync.Once
 }
@@ -165,6 +173,12 @@ func New(cfg Config) (*Backend, error) {
 		}
 		s.local = l
 	}
+	if s.shared != nil {
+		s.revKey = sessioncache.RevocationKey(s.prefix)
+		if cfg.ReadThrough && !s.singleUse {
+			s.rev = newRevocation(s.shared, s.revKey, cfg.revocationPoll(), now, s.log.With(zap.String("mode", s.mode)))
+		}
+	}
 	s.breaker = newBreaker(cfg.Breaker, now, s.log.With(zap.String("mode", s.mode)))
 	s.lat = newLatency(s.timeout)
 	if cfg.Metrics != nil {
@@ -174,7 +188,7 @@ func New(cfg Config) (*Backend, error) {
 	return s, nil
 }
 
-// Close stops the commit writers once they wrote what is queued (each
+// Close stops the revocation poller (ReadThrough) and the commit writers once they wrote what is queued (each
 // write bounded by Timeout, or skipped by an open breaker), and detaches s
 // from its Metrics, whose gauges stop counting its local cache and
 // breaker. It does not close Store or Local, which belong to the caller:
@@ -183,6 +197,9 @@ func New(cfg Config) (*Backend, error) {
 func (s *Backend) Close() error {
 	s.closeOnce.Do(func() {
 		s.writer.close()
+		if s.rev != nil {
+			s.rev.close()
+		}
 		if s.metrics != nil {
 			s.metrics.detach(s)
 		}
@@ -267,42 +284,62 @@ func (s *Backend) WrapSessionID(_ tls.ConnectionState, ss *tls.SessionState) (ha
 	if err != nil {
 		return nil, "", err
 	}
-	flag := byte(flagLocalOnly)
+	flag, epoch := byte(flagLocalOnly), s.epoch()
 	if s.shared != nil && s.sharedPut(e.key, e.value()) == nil {
 		flag = flagStored
 	}
-	if err := s.localPut(e.key, e.local(flag)); err != nil && flag == flagLocalOnly {
+	if err := s.localPut(e.key, e.local(flag, epoch)); err != nil && flag == flagLocalOnly {
 		return nil, "", fmt.Errorf("stateful: storing session: %w", err)
 	}
 	return e.handle(), e.sid, nil
 }
 
 // entry is a sealed session on its way to the stores. Its one buffer is
-// handle(32) | local flag(1) | version(1) | nonce(12) | sealed: the handle
-// returned to crypto/tls shares it (capped, so nothing writes past it);
-// Local copies flag | value, Store is sent value.
+// handle(32) | local flag(1) | epoch(8) | version(1) | nonce(12) | sealed:
+// the handle returned to crypto/tls shares it (capped, so nothing writes
+// past it); Local copies flag | epoch | value, Store is sent value.
 type entry struct {
 	buf []byte
 	key string // store key
 	sid string // SessionID
 	// committed is when the handshake completed (NewConn's path only).
 	committed time.Time
+	// epoch is the read-through epoch when it was committed.
+	epoch uint64
 	// acked, if not nil, is closed once the writers are done with the entry.
 	acked chan struct{}
 }
 
-const valueOff = handleLen + 1 // offset of the value in entry.buf
+const valueOff = handleLen + localHdr // offset of the value in entry.buf
 
 func (e *entry) handle() []byte { return e.buf[:handleLen:handleLen] }
 
 // value returns the stored value: version | nonce | sealed.
 func (e *entry) value() []byte { return e.buf[valueOff:] }
 
-// local returns flag | value for Local. It sets the flag byte in buf, so
-// it must not be called once buf was handed to Local with another flag.
-func (e *entry) local(flag byte) []byte {
+// local returns flag | epoch | value for Local. It sets the header in
+// buf, so it must not be called once buf was handed to Local with another.
+func (e *entry) local(flag byte, epoch uint64) []byte {
 	e.buf[handleLen] = flag
+	binary.BigEndian.PutUint64(e.buf[handleLen+1:valueOff], epoch)
 	return e.buf[handleLen:]
+}
+
+// localValue returns flag | epoch | val for Local, in a new slice.
+func localValue(flag byte, epoch uint64, val []byte) []byte {
+	b := make([]byte, localHdr, localHdr+len(val))
+	b[0] = flag
+	binary.BigEndian.PutUint64(b[1:], epoch)
+	return append(b, val...)
+}
+
+// epoch returns the read-through epoch to record with a store call about
+// to be made; 0 without read-through.
+func (s *Backend) epoch() uint64 {
+	if s.rev == nil {
+		return 0
+	}
+	return s.rev.current()
 }
 
 // seal serialises ss and seals it under a fresh handle.
@@ -387,6 +424,7 @@ const (
 	fromStore    = iota + 1 // Store, and maybe Local
 	fromLocal               // Local only: local-only after a store miss, or sticky
 	fromDegraded            // Local only, because Store failed
+	fromCache               // Local, verified in the current epoch (ReadThrough)
 )
 
 // unwrap finds and opens the session of a 32-byte handle stored under key,
@@ -397,9 +435,22 @@ func (s *Backend) unwrap(identity []byte, key string) (*tls.SessionState, int, e
 	if s.shared == nil {
 		return s.unwrapSticky(identity, key)
 	}
+	if s.rev != nil {
+		if val, err := s.localGet(key); err == nil && val[0] == flagStored &&
+			s.rev.usable(binary.BigEndian.Uint64(val[1:localHdr])) {
+			s.m.readThrough()
+			ss, err := s.open(identity, val[localHdr:])
+			return ss, fromCache, err
+		}
+	}
+	epoch := s.epoch()
 	val, storeErr := s.sharedGet(key)
 	switch {
 	case storeErr == nil:
+		if s.rev != nil {
+			// Keep a verified copy: open decrypts val in place.
+			_ = s.localPut(key, localValue(flagStored, epoch, val))
+		}
 		ss, err := s.open(identity, val)
 		return ss, fromStore, err
 	case errors.Is(storeErr, sessioncache.ErrMiss):
@@ -447,7 +498,7 @@ func (s *Backend) afterStoreMiss(identity []byte, key string) (*tls.SessionState
 
 // openLocal opens flag | value from Local.
 func (s *Backend) openLocal(identity []byte, val []byte) (*tls.SessionState, int, error) {
-	ss, err := s.open(identity, val[1:])
+	ss, err := s.open(identity, val[localHdr:])
 	return ss, fromLocal, err
 }
 
@@ -501,7 +552,11 @@ var ErrBadSessionID = errors.New("not a session ID")
 // resume); deleting an unknown session is not an error. ctx bounds the store
 // call, which the breaker does not skip and Timeout does not bound.
 //
-// Other nodes' local copies are read only while their store fails, so
+// It then replaces the revocation generation in Store, so that nodes
+// with ReadThrough stop using their local copy at their next poll: until
+// then (RevocationPoll, at most twice that) a revoked session may still
+// resume on a node that last wrote or read it. Otherwise other nodes'
+// local copies are read only while their store fails, so
 // during an outage a revoked session may still resume on the node that
 // issued it; so may a session whose store write had failed (see Backend),
 // unless Revoke runs on that node. A session revoked within its commit
@@ -521,6 +576,23 @@ func (s *Backend) Revoke(ctx context.Context, sessionID string) error {
 	}
 	if err := s.sharedDelete(ctx, key, false); err != nil {
 		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
+	}
+	if err := s.bumpGeneration(ctx); err != nil {
+		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+// bumpGeneration replaces the fleet's revocation generation with 16 random
+// bytes, so that every ReadThrough node stops using its verified copies at
+// its next poll (see readthrough.go).
+func (s *Backend) bumpGeneration(ctx context.Context) error {
+	gen := make([]byte, 16)
+	if _, err := io.ReadFull(s.rand, gen); err != nil {
+		return fmt.Errorf("reading revocation generation: %w", err)
+	}
+	if err := s.shared.Put(ctx, s.revKey, gen, s.lifetime); err != nil {
+		return fmt.Errorf("writing revocation generation: %w", err)
 	}
 	return nil
 }

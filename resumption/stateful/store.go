@@ -222,13 +222,13 @@ func (s *Backend) localGet(key string) ([]byte, error) {
 	if s.shared == nil {
 		s.m.call(opGet, resultOf(err), time.Since(start))
 	}
-	if err == nil && len(val) == 0 {
-		return nil, fmt.Errorf("%w: empty local session entry", resumption.ErrBad)
+	if err == nil && len(val) < localHdr {
+		return nil, fmt.Errorf("%w: truncated local session entry", resumption.ErrBad)
 	}
 	return val, err
 }
 
-// localPut writes flag | value to Local for Lifetime.
+// localPut writes flag | epoch | value to Local for Lifetime.
 func (s *Backend) localPut(key string, val []byte) error {
 	var start time.Time
 	if s.shared == nil {
