@@ -256,6 +256,9 @@ func TestFleetRedisSentinel(t *testing.T) {
 		}
 		before = append(before, cache)
 	}
+	for _, n := range nodes {
+		settle(t, n) // every session is on the master before it is copied
+	}
 	rs.WaitReplicated()
 
 	stop := traffic(nodes, 4)
