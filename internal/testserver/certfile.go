@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,7 +16,7 @@ import (
 )
 
 // WriteCertFiles writes a fresh self-signed ECDSA certificate for
-// localhost and its key as PEM files name.crt and name.key in dir (key
+// localhost and 127.0.0.1 and its key as PEM files name.crt and name.key in dir (key
 // mode 0600), and returns their paths.
 func WriteCertFiles(t testing.TB, dir, name string) (certFile, keyFile string) {
 	t.Helper()
@@ -27,6 +28,7 @@ func WriteCertFiles(t testing.TB, dir, name string) (certFile, keyFile string) {
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: "localhost"},
 		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
