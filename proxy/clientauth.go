@@ -187,6 +187,7 @@ func headerSafe(s string) string {
 type ClientAuth struct {
 	def     *clientPolicy
 	perCert []*clientPolicy // by index in the certificate list; nil: def
+	asks    bool            // some policy asks for a certificate
 }
 
 type clientPolicy struct {
@@ -224,6 +225,10 @@ func LoadClientAuth(def ClientAuthConfig, certs []CertConfig) (*ClientAuth, erro
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	a.asks = a.def.auth != tls.NoClientCert
+	for _, p := range a.perCert {
+		a.asks = a.asks || p != nil && p.auth != tls.NoClientCert
 	}
 	return a, nil
 }
@@ -301,6 +306,13 @@ func readCACerts(path string) ([]*x509.Certificate, error) {
 // a removed CA.
 func (c *Certs) SetClientAuth(a *ClientAuth) { c.clientAuth.Store(a) }
 
+// AsksClientCerts reports whether any policy in force asks clients for a
+// certificate. Without one, a connection needs no client-auth hook.
+func (c *Certs) AsksClientCerts() bool {
+	a := c.clientAuth.Load()
+	return a != nil && a.asks
+}
+
 // clientPolicyFor returns the policy for a server name: the override of
 // the static certificate SNI selects, else the default. nil: none.
 func (c *Certs) clientPolicyFor(serverName string) *clientPolicy {
@@ -334,6 +346,9 @@ func (c *Certs) clientScope(serverName string) string {
 // TLS-ALPN-01 validation handshakes (ACME) are never asked for a
 // certificate.
 func (c *Certs) ConfigureClientAuth(conf *tls.Config) {
+	if !c.AsksClientCerts() {
+		return // nothing to choose per server name: no hook, no copy
+	}
 	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmeTLSProtocol {
 			return nil, nil

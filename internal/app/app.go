@@ -237,6 +237,9 @@ func (a *App) perConn() func(*tls.Config) (*tls.Config, proxy.ConnSession) {
 	l := a.sessions.layer
 	return func(base *tls.Config) (*tls.Config, proxy.ConnSession) {
 		if l == nil {
+			if !a.certs.AsksClientCerts() {
+				return base, nil // mode off without client auth: nothing per connection
+			}
 			c := base.Clone()
 			a.certs.ConfigureClientAuth(c)
 			return c, nil
