@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 )
 
@@ -14,13 +15,19 @@ import (
 // header).
 var ProxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"}
 
+// rewriteDeletes are the headers ReverseProxy removes from the outbound
+// request before it calls Rewrite: headerPolicy need not delete them again,
+// only their spellings with "_".
+var rewriteDeletes = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
 // headerPolicy cleans the headers of an outbound request.
 type headerPolicy struct {
 	// protected holds ProxyHeaders and the configured extras, in the
 	// lower-case, "-"-separated form that canonicalKey gives.
 	protected map[string]bool
 	// canonical holds the same names as http.Header keys, for the common
-	// case of a client that sent them as Go canonicalises them.
+	// case of a client that sent them as Go canonicalises them, less
+	// rewriteDeletes.
 	canonical  []string
 	underscore bool // keep header names with "_" (nginx: underscores_in_headers on)
 }
@@ -32,7 +39,9 @@ func newHeaderPolicy(extra []string, keepUnderscore bool) *headerPolicy {
 			continue
 		}
 		p.protected[canonicalKey(n)] = true
-		p.canonical = append(p.canonical, textproto.CanonicalMIMEHeaderKey(n))
+		if ck := textproto.CanonicalMIMEHeaderKey(n); !slices.Contains(rewriteDeletes, ck) {
+			p.canonical = append(p.canonical, ck)
+		}
 	}
 	return p
 }

@@ -255,8 +255,7 @@ func loadClientAuth(cfg *config.Config) (*proxy.ClientAuth, error) {
 	return proxy.LoadClientAuth(cfg.TLS.ClientAuth.Policy(), cfg.TLS.Certificates)
 }
 
-// requestHook sets the session identifier header on upstream requests and
-// always removes a client-supplied one, which would be a forgery. It also
+// requestHook sets the session identifier header on upstream requests. It also
 // sets the verified client certificate's identity headers (#14), kept in
 // the session of a resumed connection; the handler has already removed
 // any client-supplied copy (HandlerConfig.ProxyHeaders).
@@ -266,7 +265,8 @@ func requestHook(header string, certHeaders proxy.ClientCertHeaders) func(*httpu
 		if header == "" {
 			return
 		}
-		pr.Out.Header.Del(header)
+		// A client's copy is already gone: the handler strips the
+		// session-ID header (HandlerConfig.ProxyHeaders).
 		if cs := proxy.ConnSessionFrom(pr.In.Context()); cs != nil {
 			if id := cs.SessionID(); id != "" {
 				pr.Out.Header.Set(header, id)
