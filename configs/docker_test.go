@@ -138,7 +138,10 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	b, err = exec.Command(out, "version", "--json").Output()
 	var v struct{ Version, Commit string }
-	if err := json.Unmarshal(b, &v); err != nil || v.Version != version || v.Commit != commit {
+	if err == nil {
+		err = json.Unmarshal(b, &v)
+	}
+	if err != nil || v.Version != version || v.Commit != commit {
 		t.Errorf("version --json: %q, %v", b, err)
 	}
 

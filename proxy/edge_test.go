@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/net/http2"
 
 	"github.com/edgeproxy/edgeproxy/internal/testserver"
 )
@@ -36,11 +35,10 @@ func TestMisdirectedRequest(t *testing.T) {
 			hc.CoveredHost = certs.Covers
 		}
 		s := startServer(t, ServerConfig{Handler: newTestHandler(t, hc), TLS: NewTLSConfig(TLSOptions{Certs: certs})})
-		conn, err := tls.Dial("tcp", s.Addr().String(), &tls.Config{ServerName: "a.example", RootCAs: ca.Pool, NextProtos: []string{"h2"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := (&http2.Transport{}).NewClientConn(conn)
+		// One HTTP/2 connection, its certificate chosen by SNI a.example.
+		tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "a.example", RootCAs: ca.Pool}, Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP2(true)
+		cc, err := tr.NewClientConn(t.Context(), "https", s.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,6 +53,9 @@ func TestMisdirectedRequest(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("Host %s: %s, want HTTP/2 (one connection for every host)", host, resp.Proto)
+			}
 			if resp.StatusCode != want {
 				t.Errorf("strict %v, Host %s on a.example's connection: %d, want %d", strict, host, resp.StatusCode, want)
 			}
