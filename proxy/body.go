@@ -98,8 +98,12 @@ func (b *clientBody) clearDeadline() {
 	}
 }
 
-// failed returns the body's first read error other than io.EOF, or nil.
+// failed returns the body's first read error other than io.EOF, or nil; nil
+// for a request without a body (b nil).
 func (b *clientBody) failed() error {
+	if b == nil {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.err

@@ -289,11 +289,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// after every chunked HTTP/1.1 request.
 		rec.Header().Set("Connection", "close")
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		if max := rt.cfg.Limits.maxBodyBytes(); max >= 0 && r.ContentLength > max {
-			h.clientError(rec, r, errBodyTooLarge)
-			return
-		}
+	if max := rt.cfg.Limits.maxBodyBytes(); max >= 0 && r.ContentLength > max {
+		h.clientError(rec, r, errBodyTooLarge) // before a byte goes upstream
+		return
 	}
 	u := rt.pool.pick(h.now(), nil)
 	if u == nil {
@@ -343,11 +341,9 @@ func (rt *route) allowsUpgrade(proto string) bool {
 // response header was written to the client. A failure of the client's own
 // body is answered as the client's error.
 func (x *exchange) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if x.body != nil {
-		if berr := x.body.failed(); berr != nil {
-			x.h.clientError(w, r, berr)
-			return
-		}
+	if berr := x.body.failed(); berr != nil {
+		x.h.clientError(w, r, berr)
+		return
 	}
 	name := x.upstream.name
 	kind := upstreamErrorKind(r.Context(), err)
@@ -472,7 +468,7 @@ func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 			m.response(u.name, resp.StatusCode, time.Since(start))
 			return resp, nil
 		}
-		if x.body != nil && x.body.failed() != nil {
+		if x.body.failed() != nil {
 			return nil, err // the client's fault: see proxyError
 		}
 		kind := upstreamErrorKind(req.Context(), err)
