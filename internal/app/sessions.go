@@ -192,6 +192,9 @@ func buildStateful(mode string, c config.Resumption, lifetime time.Duration, s *
 		// Read-through (#12): revocation bounded by RevocationPoll.
 		ReadThrough:    !c.Store.StrictRevocation,
 		RevocationPoll: c.Store.RevocationPoll,
+		CommitAsync:    c.Store.CommitAsync,
+		CommitQueue:    c.Store.CommitQueue,
+		CommitWorkers:  c.Store.CommitWorkers,
 		Breaker:        stateful.BreakerConfig{Failures: c.Store.Breaker.Failures, Cooldown: c.Store.Breaker.Cooldown},
 		Logger:         log.Named("sessions"),
 		Metrics:        sm,

@@ -224,6 +224,19 @@ type Store struct {
 	// RevocationPoll is how often each node reads the fleet's revocation
 	// generation. Default stateful.DefaultRevocationPoll (100ms).
 	RevocationPoll time.Duration `yaml:"revocation_poll"`
+	// CommitAsync lets a connection be served as soon as its session is
+	// queued for the store writers, without waiting for the store's
+	// acknowledgement (at most timeout): a client that reconnects to
+	// another node within the commit delay then gets a full handshake
+	// there. Default false (wait).
+	CommitAsync bool `yaml:"commit_async"`
+	// CommitQueue bounds the sessions waiting for the store writers; a
+	// session that finds it full resumes on its own node only. Default
+	// stateful.DefaultCommitQueue (4096).
+	CommitQueue int `yaml:"commit_queue"`
+	// CommitWorkers is the number of store writers. Default
+	// stateful.DefaultCommitWorkers.
+	CommitWorkers int `yaml:"commit_workers"`
 }
 
 // LocalCache bounds the node-local session cache.
@@ -481,7 +494,7 @@ func (r *Resumption) validateStore() []error {
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	st := r.Store
 	// The stateful backend owns the timeout and breaker checks.
-	sc := stateful.Config{Timeout: st.Timeout, RevocationPoll: st.RevocationPoll, Breaker: stateful.BreakerConfig{Failures: st.Breaker.Failures, Cooldown: st.Breaker.Cooldown}}
+	sc := stateful.Config{Timeout: st.Timeout, RevocationPoll: st.RevocationPoll, CommitQueue: st.CommitQueue, CommitWorkers: st.CommitWorkers, Breaker: stateful.BreakerConfig{Failures: st.Breaker.Failures, Cooldown: st.Breaker.Cooldown}}
 	if err := sc.Validate(); err != nil {
 		errs = append(errs, err)
 	}
