@@ -7,6 +7,7 @@ package testserver
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -235,6 +236,33 @@ func (s *Server) Pid() int {
 		return 0
 	}
 	return s.cmd.Process.Pid
+}
+
+// CPU returns the user plus system CPU time the running server used so
+// far (utime+stime from /proc/PID/stat), or 0 if it cannot be read (the
+// server is stopped, or there is no /proc).
+func (s *Server) CPU() time.Duration {
+	pid := s.Pid()
+	if pid == 0 {
+		return 0
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: utime and stime are fields 14 and 15,
+	// the 12th and 13th after the command name.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
 }
 
 func (s *Server) String() string { return fmt.Sprintf("%s@%s", s.name, s.Addr) }
