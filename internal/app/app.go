@@ -277,7 +277,8 @@ func requestHook(header string, certHeaders proxy.ClientCertHeaders) func(*httpu
 
 // revokeHandler serves DELETE /sessions/{id} on the admin listener: the
 // session's next connection gets a full handshake (RFC 7486 use case: a
-// user logged out).
+// user logged out). 204: revoked on every node (within the read-through
+// bound); 503: the store did not take it, retry; 400: not a session ID.
 func (a *App) revokeHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := a.sessions.stateful
@@ -288,7 +289,9 @@ func (a *App) revokeHandler() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		if err := st.Revoke(ctx, r.PathValue("id")); err != nil {
-			code := http.StatusBadGateway
+			// The store did not take the revocation (#12): the session may
+			// still resume on other nodes until a retry succeeds.
+			code := http.StatusServiceUnavailable
 			if errors.Is(err, stateful.ErrBadSessionID) {
 				code = http.StatusBadRequest
 			}

@@ -2,13 +2,18 @@ package app
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	redisstore "github.com/edgeproxy/edgeproxy/sessioncache/redis"
 )
@@ -62,5 +67,38 @@ func TestStoreErrorNamesFieldOnce(t *testing.T) {
 				t.Fatalf("error:\n got %s\nwant %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRevokeStoreDown: DELETE /sessions/{id} while Redis does not answer
+// is a 503 that tells the operator to retry, not a success (#12); once
+// Redis is back, the retry is a 204.
+func TestRevokeStoreDown(t *testing.T) {
+	// Not parallel: it pauses a server.
+	up := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(up.Close)
+	rs := testserver.Redis(t)
+	a := startNode(t, config.Config{Routes: []proxy.RouteConfig{{Upstreams: []string{up.URL}}}, Resumption: config.Resumption{
+		Mode: "redis", Redis: redisstore.Config{Addrs: []string{rs.Addr}},
+	}})
+	revoke := func() (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodDelete, "http://"+a.AdminAddr().String()+"/sessions/"+strings.Repeat("ab", 16), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	rs.Pause()
+	code, body := revoke()
+	rs.Resume()
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "retry") {
+		t.Fatalf("store paused: %d %q; want 503 saying retry", code, body)
+	}
+	if code, body := revoke(); code != http.StatusNoContent {
+		t.Fatalf("store back: %d %q; want 204", code, body)
 	}
 }

@@ -545,40 +545,54 @@ func (s *Backend) consume(key string, from int) {
 // identifier.
 var ErrBadSessionID = errors.New("not a session ID")
 
-// Revoke deletes the session whose SessionID is sessionID from Store and
-// from this node's Local, so that its handle no longer resumes anywhere
-// while Store is healthy. It returns an error if sessionID is not 32 hex
-// digits, or if Store could not delete it (the session may then still
-// resume); deleting an unknown session is not an error. ctx bounds the store
-// call, which the breaker does not skip and Timeout does not bound.
+// ErrRevokeIncomplete is wrapped by Revoke's errors when the session was
+// dropped from this node's Local but the store did not take the deletion
+// or the new revocation generation: the session may still resume on other
+// nodes (from Store, or from their local copies) until a later Revoke of
+// it succeeds. Retry it.
+var ErrRevokeIncomplete = errors.New("revocation incomplete, retry")
+
+// Revoke deletes the session whose SessionID is sessionID from this
+// node's Local, then from Store, then replaces the revocation generation in
+// Store, so that nodes with ReadThrough stop using their local copies of
+// it at their next poll. Deleting an unknown session is not an error. ctx
+// bounds the store calls, which the breaker does not skip and Timeout does
+// not bound.
 //
-// It then replaces the revocation generation in Store, so that nodes
-// with ReadThrough stop using their local copy at their next poll: until
-// then (RevocationPoll, at most twice that) a revoked session may still
-// resume on a node that last wrote or read it. Otherwise other nodes'
-// local copies are read only while their store fails, so
-// during an outage a revoked session may still resume on the node that
-// issued it; so may a session whose store write had failed (see Backend),
-// unless Revoke runs on that node. A session revoked within its commit
+// If Revoke returns nil, the session no longer resumes on any node of the
+// fleet while Store is healthy: at once on nodes that read Store, within
+// RevocationPoll (2 × RevocationPoll at most) on nodes that hold a copy
+// with ReadThrough (see readthrough.go). During a store outage other
+// nodes' copies are read in degraded mode (see Backend); a session whose
+// store write had failed lives only in its node's Local, where only a
+// Revoke on that node reaches it; a session revoked within its commit
 // delay (edgeproxy_session_commit_delay_seconds, typically well under a
 // millisecond) of its handshake may be written to Store after the delete.
+//
+// It returns an error wrapping ErrBadSessionID if sessionID is not 32 hex
+// digits, and one wrapping ErrRevokeIncomplete if Store failed the delete
+// or the generation write: the local copy is dropped regardless, but other
+// nodes may still resume the session (a node that cannot read the
+// generation stops reading through within 2 × RevocationPoll, so the
+// danger is a node that reads Store while this one could not write it).
+// The caller should retry until Revoke returns nil (#12).
 func (s *Backend) Revoke(ctx context.Context, sessionID string) error {
 	sid, err := hex.DecodeString(sessionID)
 	if err != nil || len(sid) != sidLen {
 		return fmt.Errorf("stateful: revoking session %q: %w (%d hex digits)", sessionID, ErrBadSessionID, 2*sidLen)
 	}
 	key := sessioncache.SessionKey(s.prefix, sid)
-	if err := s.local.Delete(ctx, key); err != nil {
-		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
-	}
+	// Local first and regardless of ctx: this node stops resuming it even
+	// if Store fails below.
+	s.localDelete(key)
 	if s.shared == nil {
 		return nil
 	}
 	if err := s.sharedDelete(ctx, key, false); err != nil {
-		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
+		return fmt.Errorf("stateful: revoking session %s: %w: deleting it from the store: %w", sessionID, ErrRevokeIncomplete, err)
 	}
 	if err := s.bumpGeneration(ctx); err != nil {
-		return fmt.Errorf("stateful: revoking session %s: %w", sessionID, err)
+		return fmt.Errorf("stateful: revoking session %s: %w: deleted from the store, but other nodes may resume it from their local copies: %w", sessionID, ErrRevokeIncomplete, err)
 	}
 	return nil
 }
