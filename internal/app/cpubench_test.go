@@ -141,7 +141,7 @@ type cpuCell struct {
 
 	conns, resumed, errors int64
 	passHPS                []float64 // hs/s of each pass
-	storeFailed            float64 // store calls that timed out, failed or were skipped
+	storeFailed            float64   // store calls that timed out, failed or were skipped
 	elapsed                time.Duration
 	nodeCPU, storeCPU      time.Duration
 }
