@@ -233,17 +233,15 @@ func mustBeClosed(t *testing.T, c net.Conn) {
 func TestHandshakeQueue(t *testing.T) {
 	t.Parallel()
 	m := mustTLSMetrics(t, prometheus.NewRegistry())
-	started := make(chan net.Conn, 10)
-	l := newConnLimiter(Limits{MaxHandshakes: 1}, m, zap.NewNop(), func(c net.Conn) { started <- c })
+	started := make(chan *limitedConn, 10)
+	l := newConnLimiter(Limits{MaxHandshakes: 1}, m, zap.NewNop(), func(c *limitedConn) { started <- c })
 	l.wait = time.Hour
 	// next returns the raw connection whose handshake started, if any.
+	var last *limitedConn
 	next := func() net.Conn {
 		select {
-		case c := <-started:
-			if lc, ok := c.(*limitedConn); ok {
-				return lc.Conn
-			}
-			return c
+		case last = <-started:
+			return last.Conn
 		default:
 			return nil
 		}
@@ -262,7 +260,7 @@ func TestHandshakeQueue(t *testing.T) {
 	l.admit(c) // the queue (MaxHandshakes long) is full: refused
 	mustBeClosed(t, cPeer)
 	wantRefused(t, m, RefusedMaxHandshakes, 1)
-	l.handshakeDone() // a's handshake ends: b takes its slot
+	l.handshakeDone(last) // a's handshake ends: b takes its slot
 	if got := next(); got != b {
 		t.Fatalf("after a handshake ended: started %v, want the waiting connection", got)
 	}

@@ -35,14 +35,13 @@ type tlsListener struct {
 	perConn func(*tls.Config) (*tls.Config, ConnSession)
 	limits  *connLimiter
 	proxy   *proxyProtocol // PROXY protocol (proxyproto.go); nil: off
-	// values holds each handshaken *tls.Conn's ConnSession from perConn
-	// until the HTTP server picks it up in ConnContext.
-	values sync.Map
 
-	conns  chan net.Conn // handshaken connections for Accept
-	done   chan struct{} // closed by Close
+	conns chan net.Conn // handshaken connections for Accept
+	done  chan struct{} // closed by Close
+	// ctx is cancelled by Close. Handshakes do not run under it: Close
+	// aborts them by closing their connections (connLimiter.close).
 	ctx    context.Context
-	cancel context.CancelFunc // aborts handshakes in progress at Close
+	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	closeOnce sync.Once
@@ -61,7 +60,7 @@ func newTLSListener(inner net.Listener, config *atomic.Pointer[tls.Config], time
 		done:  make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.limits = newConnLimiter(lim, m, log, func(c net.Conn) { l.wg.Add(1); go l.handshake(c) })
+	l.limits = newConnLimiter(lim, m, log, func(c *limitedConn) { l.wg.Add(1); go l.handshake(c) })
 	if pp != nil {
 		l.limits.deferPerIP = pp.isTrusted
 	}
@@ -100,13 +99,13 @@ func (l *tlsListener) acceptLoop() {
 	}
 }
 
-func (l *tlsListener) handshake(raw net.Conn) {
+func (l *tlsListener) handshake(raw *limitedConn) {
 	defer l.wg.Done()
 	start := time.Now()
 	_ = raw.SetDeadline(start.Add(l.timeout))
 	conn, ok := l.readProxyHeader(raw)
 	if !ok {
-		l.limits.handshakeDone()
+		l.limits.handshakeDone(raw)
 		return
 	}
 	cfg := l.config.Load()
@@ -115,8 +114,10 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		cfg, value = l.perConn(cfg)
 	}
 	tc := tls.Server(conn, cfg)
-	err := tc.HandshakeContext(l.ctx)
-	l.limits.handshakeDone()
+	// Not HandshakeContext(l.ctx): Close aborts the handshake by closing
+	// raw, without a context registration per handshake.
+	err := tc.Handshake()
+	l.limits.handshakeDone(raw)
 	if value != nil {
 		value.HandshakeDone(err)
 	}
@@ -144,13 +145,10 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	}
 	l.metrics.handshakeDone(cs.Version, cs.DidResume, time.Since(start).Seconds())
 	_ = raw.SetDeadline(time.Time{})
-	if value != nil {
-		l.values.Store(tc, value)
-	}
+	raw.session = value // for takeValue; the send below publishes it
 	select {
 	case l.conns <- tc:
 	case <-l.done:
-		l.values.Delete(tc)
 		tc.Close()
 	}
 }
@@ -212,11 +210,31 @@ func (l *tlsListener) Close() error {
 	return err
 }
 
-// takeValue returns and forgets the ConnSession of c.
+// takeValue returns and forgets the ConnSession of c, a connection Accept
+// returned. It is kept on the connection itself (limitedConn.session): a
+// map from connection to session cost every connection a store and a
+// delete in a map shared by all of them (#13).
 func (l *tlsListener) takeValue(c net.Conn) ConnSession {
-	v, _ := l.values.LoadAndDelete(c)
-	cs, _ := v.(ConnSession)
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	lc := limitedOf(tc.NetConn())
+	if lc == nil {
+		return nil
+	}
+	cs := lc.session
+	lc.session = nil
 	return cs
+}
+
+// limitedOf returns the admitted connection under c, or nil.
+func limitedOf(c net.Conn) *limitedConn {
+	if pc, ok := c.(*proxiedConn); ok {
+		c = pc.Conn
+	}
+	lc, _ := c.(*limitedConn)
+	return lc
 }
 
 // wait blocks until the accept loop and every handshake goroutine ended.
