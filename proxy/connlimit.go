@@ -66,8 +66,9 @@ type connLimiter struct {
 	wait                              time.Duration // HandshakeQueueWait
 	metrics                           *TLSMetrics
 	log                               *zap.Logger
-	// start runs the handshake of an admitted connection in a goroutine
-	// of its own; that goroutine calls handshakeDone when it ends.
+	// start runs the handshake of an admitted connection on a handshake
+	// goroutine (tlsListener.startHandshake), which calls handshakeDone
+	// when it ends.
 	start func(*limitedConn)
 	// deferPerIP, if set, reports the peers (trusted PROXY protocol
 	// sources, proxyproto.go) whose connections count against the per-IP
@@ -81,7 +82,6 @@ type connLimiter struct {
 	open       int                // connections admitted and not closed
 	perIP      map[netip.Addr]int // open, by client address
 	handshakes int                // handshakes in progress
-	shaking    *limitedConn       // the connections handshaking: a list through limitedConn.prev/next
 	queue      []waiting          // waiting for a handshake slot, oldest first
 	timer      *time.Timer        // refuses queue[0] when it has waited too long
 	closed     bool
@@ -140,7 +140,6 @@ func (l *connLimiter) admit(c net.Conn) {
 	switch {
 	case l.handshakes < l.maxHandshakes:
 		l.handshakes++
-		l.pushLocked(lc)
 		start = true
 	case len(l.queue) < l.maxHandshakes:
 		l.queue = append(l.queue, waiting{lc, time.Now().Add(l.wait)})
@@ -160,11 +159,10 @@ func (l *connLimiter) admit(c net.Conn) {
 	}
 }
 
-// handshakeDone hands the slot of c, whose handshake ended, to the oldest
+// handshakeDone hands the slot of a handshake that ended to the oldest
 // waiting connection, or frees it.
-func (l *connLimiter) handshakeDone(c *limitedConn) {
+func (l *connLimiter) handshakeDone() {
 	l.mu.Lock()
-	l.removeLocked(c)
 	if len(l.queue) == 0 || l.closed {
 		l.handshakes--
 		l.mu.Unlock()
@@ -173,37 +171,8 @@ func (l *connLimiter) handshakeDone(c *limitedConn) {
 	next := l.queue[0].c
 	l.queue[0] = waiting{}
 	l.queue = l.queue[1:]
-	l.pushLocked(next)
 	l.mu.Unlock()
 	l.start(next)
-}
-
-// pushLocked adds c to the handshaking connections. The list, rather than
-// a context the handshakes share, is how close aborts them: one context
-// costs every handshake two registrations under its lock and five
-// allocations (#13).
-func (l *connLimiter) pushLocked(c *limitedConn) {
-	c.prev, c.next = nil, l.shaking
-	if l.shaking != nil {
-		l.shaking.prev = c
-	}
-	l.shaking = c
-}
-
-// removeLocked takes c out of the handshaking connections, if it is in.
-func (l *connLimiter) removeLocked(c *limitedConn) {
-	switch {
-	case c.prev != nil:
-		c.prev.next = c.next
-	case l.shaking == c:
-		l.shaking = c.next
-	default:
-		return // not in the list
-	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	}
-	c.prev, c.next = nil, nil
 }
 
 // armLocked makes the timer call expire after d.
@@ -235,8 +204,7 @@ func (l *connLimiter) expire() {
 	}
 }
 
-// close closes the waiting connections and those handshaking, which
-// aborts their handshakes; later ones are closed on admit.
+// close closes the waiting connections; later ones are closed on admit.
 func (l *connLimiter) close() {
 	l.mu.Lock()
 	l.closed = true
@@ -245,16 +213,9 @@ func (l *connLimiter) close() {
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	var shaking []*limitedConn
-	for c := l.shaking; c != nil; c = c.next {
-		shaking = append(shaking, c)
-	}
 	l.mu.Unlock()
 	for _, w := range q {
 		w.c.Close()
-	}
-	for _, c := range shaking {
-		c.Close()
 	}
 }
 
@@ -339,9 +300,6 @@ type limitedConn struct {
 	// if counted. l.mu protects them.
 	ip      netip.Addr
 	counted bool
-	// prev and next link c into connLimiter.shaking while it handshakes;
-	// l.mu protects them.
-	prev, next *limitedConn
 	// session is what ServerConfig.PerConn returned for c, set by the
 	// handshake before the connection is handed to Accept and read by
 	// the HTTP server's ConnContext (tlsListener.takeValue).

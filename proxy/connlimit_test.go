@@ -260,7 +260,7 @@ func TestHandshakeQueue(t *testing.T) {
 	l.admit(c) // the queue (MaxHandshakes long) is full: refused
 	mustBeClosed(t, cPeer)
 	wantRefused(t, m, RefusedMaxHandshakes, 1)
-	l.handshakeDone(last) // a's handshake ends: b takes its slot
+	l.handshakeDone() // a's handshake ends: b takes its slot
 	if got := next(); got != b {
 		t.Fatalf("after a handshake ended: started %v, want the waiting connection", got)
 	}

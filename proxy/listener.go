@@ -26,10 +26,11 @@ const DefaultHandshakeTimeout = 10 * time.Second
 // the next connection before it ends.
 const handshakerIdle = time.Second
 
-// tlsListener accepts TCP connections and completes each TLS handshake in
-// its own goroutine before handing the connection to the HTTP server. Owning
-// the handshake gives it a timeout of its own, a precise duration, and a
-// reason for every failure — none of which http.Server exposes.
+// tlsListener accepts TCP connections and completes each TLS handshake on a
+// handshake goroutine (one at a time each) before handing the connection to
+// the HTTP server. Owning the handshake gives it a timeout of its own, a
+// precise duration, and a reason for every failure — none of which
+// http.Server exposes.
 type tlsListener struct {
 	inner   net.Listener
 	config  *atomic.Pointer[tls.Config]
@@ -46,12 +47,10 @@ type tlsListener struct {
 	// grew already: a new goroutine starts small and grows its stack by
 	// copying, in every handshake, which cost a resumed TLS 1.2 handshake
 	// about 3% of its CPU (#13).
-	work chan *limitedConn
-	done chan struct{} // closed by Close
-	// ctx is cancelled by Close. Handshakes do not run under it: Close
-	// aborts them by closing their connections (connLimiter.close).
+	work   chan *limitedConn
+	done   chan struct{} // closed by Close
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelFunc // aborts handshakes in progress at Close
 	wg     sync.WaitGroup
 
 	closeOnce sync.Once
@@ -150,7 +149,7 @@ func (l *tlsListener) handshake(raw *limitedConn) {
 	_ = raw.SetDeadline(start.Add(l.timeout))
 	conn, ok := l.readProxyHeader(raw)
 	if !ok {
-		l.limits.handshakeDone(raw)
+		l.limits.handshakeDone()
 		return
 	}
 	cfg := l.config.Load()
@@ -159,10 +158,11 @@ func (l *tlsListener) handshake(raw *limitedConn) {
 		cfg, value = l.perConn(cfg)
 	}
 	tc := tls.Server(conn, cfg)
-	// Not HandshakeContext(l.ctx): Close aborts the handshake by closing
-	// raw, without a context registration per handshake.
-	err := tc.Handshake()
-	l.limits.handshakeDone(raw)
+	// Under l.ctx, which Close cancels: that closes the connection, and
+	// it also ends what GetCertificate does for the handshake under
+	// ClientHelloInfo.Context (an on-demand ACME certificate).
+	err := tc.HandshakeContext(l.ctx)
+	l.limits.handshakeDone()
 	if value != nil {
 		value.HandshakeDone(err)
 	}
