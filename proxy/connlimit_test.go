@@ -237,11 +237,10 @@ func TestHandshakeQueue(t *testing.T) {
 	l := newConnLimiter(Limits{MaxHandshakes: 1}, m, zap.NewNop(), func(c *limitedConn) { started <- c })
 	l.wait = time.Hour
 	// next returns the raw connection whose handshake started, if any.
-	var last *limitedConn
 	next := func() net.Conn {
 		select {
-		case last = <-started:
-			return last.Conn
+		case c := <-started:
+			return c.Conn
 		default:
 			return nil
 		}
