@@ -66,9 +66,10 @@ type connLimiter struct {
 	wait                              time.Duration // HandshakeQueueWait
 	metrics                           *TLSMetrics
 	log                               *zap.Logger
-	// start runs the handshake of an admitted connection in a goroutine
-	// of its own; that goroutine calls handshakeDone when it ends.
-	start func(net.Conn)
+	// start runs the handshake of an admitted connection on a handshake
+	// goroutine (tlsListener.startHandshake), which calls handshakeDone
+	// when it ends.
+	start func(*limitedConn)
 	// deferPerIP, if set, reports the peers (trusted PROXY protocol
 	// sources, proxyproto.go) whose connections count against the per-IP
 	// cap by the client address of their PROXY header, through claimIP,
@@ -91,7 +92,7 @@ type waiting struct {
 	deadline time.Time
 }
 
-func newConnLimiter(lim Limits, m *TLSMetrics, log *zap.Logger, start func(net.Conn)) *connLimiter {
+func newConnLimiter(lim Limits, m *TLSMetrics, log *zap.Logger, start func(*limitedConn)) *connLimiter {
 	e := lim.withDefaults()
 	if asked := cmp.Or(lim.MaxConnections, DefaultMaxConnections); e.MaxConnections < asked {
 		log.Warn("max_connections lowered to fit the file descriptor limit",
@@ -299,6 +300,10 @@ type limitedConn struct {
 	// if counted. l.mu protects them.
 	ip      netip.Addr
 	counted bool
+	// session is what ServerConfig.PerConn returned for c, set by the
+	// handshake before the connection is handed to Accept and read by
+	// the HTTP server's ConnContext (tlsListener.takeValue).
+	session ConnSession
 	once    sync.Once
 }
 

@@ -233,17 +233,14 @@ func mustBeClosed(t *testing.T, c net.Conn) {
 func TestHandshakeQueue(t *testing.T) {
 	t.Parallel()
 	m := mustTLSMetrics(t, prometheus.NewRegistry())
-	started := make(chan net.Conn, 10)
-	l := newConnLimiter(Limits{MaxHandshakes: 1}, m, zap.NewNop(), func(c net.Conn) { started <- c })
+	started := make(chan *limitedConn, 10)
+	l := newConnLimiter(Limits{MaxHandshakes: 1}, m, zap.NewNop(), func(c *limitedConn) { started <- c })
 	l.wait = time.Hour
 	// next returns the raw connection whose handshake started, if any.
 	next := func() net.Conn {
 		select {
 		case c := <-started:
-			if lc, ok := c.(*limitedConn); ok {
-				return lc.Conn
-			}
-			return c
+			return c.Conn
 		default:
 			return nil
 		}

@@ -377,3 +377,27 @@ func TestSendProxyProtocolValidate(t *testing.T) {
 		t.Fatalf("ValidateRoutes = %v, want %q", err, want)
 	}
 }
+
+// TestProxyProtocolConnSessionReachesRequests: behind a PROXY header, the
+// ConnSession of ServerConfig.PerConn still reaches the connection's
+// requests (it travels on the connection under the PROXY reader).
+func TestProxyProtocolConnSessionReachesRequests(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, ServerConfig{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if v := ConnSessionFrom(r.Context()); v != nil {
+				io.WriteString(w, v.SessionID())
+			}
+		}),
+		ProxyProtocol: ProxyProtocol{Trusted: []string{"127.0.0.1"}},
+		PerConn:       func(base *tls.Config) (*tls.Config, ConnSession) { return base, &tag{n: 7} },
+	})
+	tc, err := dialProxied(t, "127.0.0.1", s.Addr().String(), header(2, "203.0.113.7:4567", "192.0.2.1:443"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if got := remoteAddrSeen(t, tc); got != "7" {
+		t.Fatalf("handler saw session %q, want \"7\"", got)
+	}
+}

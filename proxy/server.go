@@ -174,7 +174,7 @@ func (s *Server) SetTLSConfig(c *tls.Config) { s.tls.Store(c) }
 
 // Start binds the listen address and serves in the background.
 func (s *Server) Start() error {
-	inner, err := net.Listen("tcp", s.cfg.Listen)
+	inner, err := listenTCP(s.cfg.Listen) // listen_linux.go
 	if err != nil {
 		return fmt.Errorf("proxy: listening on %q: %w", s.cfg.Listen, err)
 	}

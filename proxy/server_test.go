@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -370,5 +371,57 @@ func TestCertsBySNIAndReload(t *testing.T) {
 	}
 	if got := serial("a.test"); got != 3 {
 		t.Fatalf("after a failed reload a.test got certificate %d, want 3 (kept)", got)
+	}
+}
+
+// TestShutdownAbortsHandshakes: handshakes in progress when Shutdown starts
+// are aborted, not waited for until their timeout, and are not counted as
+// failed handshakes: one client silent after connecting, one in the middle
+// of its ClientHello.
+func TestShutdownAbortsHandshakes(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := mustTLSMetrics(t, reg)
+	s := startServer(t, ServerConfig{Handler: okHandler(), Metrics: m, Timeouts: Timeouts{Handshake: time.Hour}})
+	silent, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	partial, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer partial.Close()
+	if _, err := partial.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}); err != nil {
+		t.Fatal(err)
+	}
+	// Both handshakes are in progress once the open-connections gauge
+	// counts them (the listener admits a connection, then counts it).
+	for testutil.ToFloat64(m.conns.open) != 2 {
+		runtime.Gosched()
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, not a measurement
+		t.Fatal("Shutdown is still waiting for handshakes in progress")
+	}
+	for _, c := range []net.Conn{silent, partial} {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("server sent data to an aborted handshake")
+		}
+	}
+	if got := testutil.ToFloat64(m.conns.open); got != 0 {
+		t.Errorf("open connections after Shutdown = %v, want 0", got)
+	}
+	for _, r := range []string{ReasonTimeout, ReasonClientClosed, ReasonBadClientHello, ReasonOther} {
+		if got := testutil.ToFloat64(m.errs[r]); got != 0 {
+			t.Errorf("aborted handshakes counted as %s failures: %v", r, got)
+		}
 	}
 }

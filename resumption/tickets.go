@@ -2,9 +2,7 @@ package resumption
 
 import (
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -91,11 +89,10 @@ func (c TicketsConfig) Validate() error {
 // A cheaper derivation of equal strength was measured:
 // subkey = AES-256_K(salt) || AES-256_K(^salt), AES as a PRF on the salt (two
 // tickets share even half a subkey only if their salts are equal or
-// complementary, probability about q²/2^127 for q tickets). HKDF costs about
-// 1µs and 13 allocations more per ticket (BenchmarkTicketsSubkey, AMD EPYC,
-// Go 1.26), while a resumed handshake costs 0.3–1ms and 370–970 allocations
-// (BenchmarkHandshakeFullVsResumed), so the standard HKDF construction is
-// kept.
+// complementary, probability about q²/2^127 for q tickets). The standard HKDF
+// construction is kept; written out allocation-free (ticketSubkey), it costs
+// about as much (BenchmarkTicketsSubkey), where crypto/hkdf cost 16
+// allocations per ticket, 32 per resumed TLS 1.2 handshake (#13).
 //
 // Tickets is safe for concurrent use. Its zero value is not usable: build it
 // with NewTickets. It holds no key material itself; it reads the ring from its
@@ -224,16 +221,13 @@ func (t *Tickets) UnwrapSession(identity []byte, _ tls.ConnectionState) (*tls.Se
 	return ss, nil
 }
 
-// ticketAEAD returns AES-256-GCM under the subkey that secret and salt derive.
-// crypto/cipher keeps the expanded key inside the AEAD, so one is built per
-// ticket; the raw subkey is zeroed once expanded.
+// ticketAEAD returns AES-256-GCM under the subkey that secret and salt derive
+// (ticketSubkey). crypto/cipher keeps the expanded key inside the AEAD, so
+// one is built per ticket; the raw subkey is zeroed once expanded.
 func ticketAEAD(secret *[ticketkeys.SecretSize]byte, salt []byte) (cipher.AEAD, error) {
-	subkey, err := hkdf.Key(sha256.New, secret[:], salt, ticketSubkeyInfo, 32)
-	if err != nil {
-		return nil, fmt.Errorf("resumption: deriving ticket subkey: %w", err)
-	}
-	aead, err := aesgcm.New(subkey)
-	clear(subkey)
+	subkey := ticketSubkey(secret, salt)
+	aead, err := aesgcm.New(subkey[:])
+	clear(subkey[:])
 	if err != nil {
 		return nil, fmt.Errorf("resumption: creating ticket cipher: %w", err)
 	}
