@@ -24,7 +24,7 @@ var benchCommand = &command{
 func benchFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error {
 	var (
 		targets  = fs.String("targets", "", "host:port[,host:port...] to connect to in round robin (required)")
-		mode     = fs.String("mode", "both", "full (every connection a new client), resume (clients come back with their session), or both")
+		mode     = fs.String("mode", "both", "full (every connection a new client), resume (clients come back with their session), both, or first (new clients that accept a session, then drop it: what a resumption saves)")
 		version  = fs.String("tls", "1.3", "TLS version: 1.2 or 1.3")
 		conc     = fs.Int("concurrency", bench.DefaultConcurrency, "workers, each with one connection at a time")
 		duration = fs.Duration("duration", bench.DefaultDuration, "how long each mode runs, unless --conns is given")
@@ -50,10 +50,10 @@ func benchFlags(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string) error
 		switch *mode {
 		case "both":
 			modes = []string{bench.ModeFull, bench.ModeResume}
-		case bench.ModeFull, bench.ModeResume:
+		case bench.ModeFull, bench.ModeResume, bench.ModeFirst:
 			modes = []string{*mode}
 		default:
-			return fmt.Errorf("--mode %q: must be full, resume or both", *mode)
+			return fmt.Errorf("--mode %q: must be full, resume, both or first", *mode)
 		}
 		v, err := proxy.ParseTLSVersion(*version)
 		if err != nil {

@@ -29,6 +29,12 @@ const (
 	// counted), then offers the latest session on every connection, moving
 	// round robin over the targets.
 	ModeResume = "resume"
+	// ModeFirst makes every connection a new client that supports
+	// resumption, like a browser's first visit: a full handshake after
+	// which the server issues a session (a ticket, or a store write in the
+	// stateful modes), which the client then drops. It is the full
+	// handshake that a resumed one saves.
+	ModeFirst = "first"
 )
 
 // Defaults for Config fields whose zero value means "use the default".
@@ -49,7 +55,7 @@ type Config struct {
 	// connection goes to Targets[(w+k) % len(Targets)], so with several
 	// targets consecutive connections of a worker land on different nodes.
 	Targets []string
-	// Mode is ModeFull or ModeResume. If empty, ModeFull.
+	// Mode is ModeFull, ModeResume or ModeFirst. If empty, ModeFull.
 	Mode string
 	// TLSVersion is tls.VersionTLS12 or tls.VersionTLS13, used as both the
 	// minimum and maximum. If zero, TLS 1.3.
@@ -131,9 +137,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Mode {
-	case "", ModeFull, ModeResume:
+	case "", ModeFull, ModeResume, ModeFirst:
 	default:
-		add("mode: %q: must be %s or %s", c.Mode, ModeFull, ModeResume)
+		add("mode: %q: must be %s, %s or %s", c.Mode, ModeFull, ModeResume, ModeFirst)
 	}
 	switch c.TLSVersion {
 	case 0, tls.VersionTLS12, tls.VersionTLS13:

@@ -7,8 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
+	"github.com/edgeproxy/edgeproxy/proxy"
 )
 
 var versions = []struct {
@@ -266,5 +270,48 @@ func TestProgressWriter(t *testing.T) {
 	out := tty.String()
 	if strings.Count(out, "\r") != 2 || !strings.Contains(out, "[############............]  50%") || !strings.HasSuffix(out, "\n") {
 		t.Fatalf("terminal progress: %q", out)
+	}
+}
+
+// TestFirstVisitIsIssuedASession: mode first makes full handshakes only,
+// yet the server issues a session on every one of them (WrapSession runs),
+// where mode full offers no resumption and is issued none: the full
+// handshake a resumption saves, ticket included.
+func TestFirstVisitIsIssuedASession(t *testing.T) {
+	t.Parallel()
+	certs, err := proxy.SelfSignedCerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tv := range versions {
+		for _, mode := range []string{ModeFull, ModeFirst} {
+			t.Run(tv.name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				var wrapped atomic.Int64
+				srv := &tls.Config{GetCertificate: certs.GetCertificate}
+				srv.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+					wrapped.Add(1)
+					return srv.EncryptTicket(cs, ss)
+				}
+				addr := testserver.TLSDiscard(t, srv)
+				r, err := Run(context.Background(), Config{
+					Targets: []string{addr}, Mode: mode, TLSVersion: tv.v, Conns: 40, Concurrency: 2, Insecure: true,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkCounts(t, r, 40)
+				if r.Full != 40 || r.Resumed != 0 {
+					t.Fatalf("full %d, resumed %d: want 40 full", r.Full, r.Resumed)
+				}
+				want := int64(0)
+				if mode == ModeFirst {
+					want = 40
+				}
+				if got := wrapped.Load(); got < want || mode == ModeFull && got != 0 {
+					t.Fatalf("server issued %d sessions over 40 connections in mode %s, want %d", got, mode, want)
+				}
+			})
+		}
 	}
 }

@@ -103,7 +103,7 @@ func (r *runner) run() (*Result, error) {
 	resume := r.cfg.mode() == ModeResume
 	workers := make([]*worker, n)
 	for i := range workers {
-		workers[i] = newWorker(r, i, resume)
+		workers[i] = newWorker(r, i)
 	}
 
 	// Warm-up (mode resume): every worker gets a session, then all start

@@ -34,12 +34,15 @@ type worker struct {
 	firstErr                                error
 }
 
-func newWorker(r *runner, id int, resume bool) *worker {
+func newWorker(r *runner, id int) *worker {
 	w := &worker{r: r, id: id, buf: make([]byte, 16<<10), errs: map[string]int64{}, errExample: map[string]string{}}
 	var cache tls.ClientSessionCache
-	if resume {
+	switch r.cfg.mode() {
+	case ModeResume:
 		w.slot = &sessionSlot{}
 		cache = w.slot
+	case ModeFirst:
+		cache = dropCache{}
 	}
 	w.confs = r.tlsConfigs(cache)
 	w.reqs = make([][]byte, len(w.confs))
@@ -233,6 +236,13 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.sent += int64(n)
 	return n, err
 }
+
+// dropCache is a tls.ClientSessionCache that keeps nothing: a client with
+// it offers resumption (so the server issues a session) but never resumes.
+type dropCache struct{}
+
+func (dropCache) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (dropCache) Put(string, *tls.ClientSessionState)        {}
 
 // sessionSlot is a tls.ClientSessionCache of one entry that ignores the
 // cache key: the session a worker got from any target is offered to the
