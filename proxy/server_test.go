@@ -32,7 +32,7 @@ import (
 )
 
 // startServer runs a Server on a free loopback port until the test ends.
-func startServer(t *testing.T, cfg ServerConfig) *Server {
+func startServer(t testing.TB, cfg ServerConfig) *Server {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
 	if cfg.TLS == nil {
