@@ -1,16 +1,12 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,22 +20,10 @@ import (
 // finished.
 func TestShutdownDrainsInFlightHTTP2(t *testing.T) {
 	t.Parallel()
-	const bodySize = 256 << 10
-	entered, release := make(chan struct{}), make(chan struct{})
-	var handlerDone atomic.Bool
-	s := startServer(t, ServerConfig{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-release
-		w.Header().Set("Content-Length", fmt.Sprint(bodySize))
-		w.Write(bytes.Repeat([]byte("x"), bodySize))
-		handlerDone.Store(true)
-	})})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce) // a failed test must not leave the handler blocked
-	addr := s.Addr().String()
+	d := startDrainCase(t)
 
 	// An idle HTTP/2 connection: Shutdown tells it GOAWAY.
-	idle := dialH2(t, addr)
+	idle := dialH2(t, d.s.Addr().String())
 	openIdleH2(idle)
 	goaway := make(chan error, 1)
 	go func() {
@@ -59,65 +43,18 @@ func TestShutdownDrainsInFlightHTTP2(t *testing.T) {
 		}
 	}()
 
-	type result struct {
-		n   int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var protos http.Protocols
-		protos.SetHTTP2(true)
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: &protos}}
-		resp, err := c.Get("https://" + addr + "/slow")
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.ProtoMajor != 2 {
-			err = fmt.Errorf("served over %s, want HTTP/2", resp.Proto)
-		}
-		done <- result{len(b), err}
-	}()
-	<-entered
-	type shutdownResult struct {
-		err          error
-		afterHandler bool
-	}
-	shutdown := make(chan shutdownResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		err := s.Shutdown(ctx)
-		shutdown <- shutdownResult{err, handlerDone.Load()}
-	}()
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	d.hold(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: &protos}}, 2)
 	select {
 	case err := <-goaway:
 		if err != nil {
 			t.Fatal(err)
 		}
-	case r := <-shutdown:
+	case r := <-d.shutdown:
 		t.Fatalf("Shutdown returned (%v) before telling HTTP/2 connections GOAWAY", r.err)
 	}
-	select {
-	case r := <-shutdown:
-		t.Fatalf("Shutdown returned (%v) while an HTTP/2 stream was in flight", r.err)
-	case r := <-done:
-		t.Fatalf("request ended (%+v) before it was released", r)
-	default:
-	}
-	releaseOnce()
-	if r := <-done; r.err != nil || r.n != bodySize {
-		t.Fatalf("in-flight request: %d bytes, %v; want all %d", r.n, r.err, bodySize)
-	}
-	r := <-shutdown
-	if r.err != nil {
-		t.Fatalf("Shutdown = %v", r.err)
-	}
-	if !r.afterHandler {
-		t.Fatal("Shutdown returned before the handler finished")
-	}
+	d.finish(t)
 }
 
 // TestShutdownClosesHTTP2WhenContextEnds: when Shutdown's context ends
