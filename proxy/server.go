@@ -75,6 +75,7 @@ type Server struct {
 	tls     atomic.Pointer[tls.Config]
 	handler atomic.Pointer[http.Handler]
 	http    *http.Server
+	h2      *h2Conns       // serves HTTP/2 connections (h2conns.go)
 	proxy   *proxyProtocol // nil: PROXY protocol off
 
 	// mu protects ln and serveErr.
@@ -118,6 +119,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		MaxHeaderBytes: lim.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: lim.HTTP2MaxConcurrentStreams,
+			MaxReadFrameSize:     http2MaxReadFrameSize,
 			// A connection that sends no frame for the read-header
 			// timeout is pinged and closed if the PING is not answered
 			// as fast. This is also the header-block timeout: while a
@@ -129,11 +131,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		},
 		ErrorLog:    zap.NewStdLog(s.log.Named("http")),
 		ConnContext: s.connContext,
-		// Serve configures HTTP/2 because TLSConfig offers "h2"; the
-		// handshake itself is done by tlsListener with the live config.
-		// A clone: http2ConfigureServer writes to the config it is given,
-		// which would race with handshakes reading ours.
+		// The handshake itself is done by tlsListener with the live
+		// config. A clone: http2.ConfigureServer writes to the config it
+		// is given, which would race with handshakes reading ours.
 		TLSConfig: cfg.TLS.Clone(),
+	}
+	if s.h2, err = newH2Conns(s.http, s.connContext); err != nil {
+		return nil, fmt.Errorf("proxy: configuring HTTP/2: %w", err)
 	}
 	return s, nil
 }
@@ -191,7 +195,7 @@ func (s *Server) StartOn(inner net.Listener) error {
 	}
 	s.ln = newTLSListener(inner, &s.tls, s.cfg.Timeouts.Handshake, s.cfg.Limits, s.cfg.Metrics, s.log, s.cfg.PerConn, s.proxy)
 	s.serveErr = make(chan error, 1)
-	go func() { s.serveErr <- s.http.Serve(s.ln) }()
+	go func() { s.serveErr <- s.http.Serve(h2Listener{s.ln, s.h2}) }()
 	return nil
 }
 
@@ -212,9 +216,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	ln := s.ln
 	s.mu.Unlock()
-	err := s.http.Shutdown(ctx)
+	err := s.http.Shutdown(ctx) // also sends GOAWAY to HTTP/2 connections
+	if err == nil {
+		err = s.h2.wait(ctx)
+	}
 	if err != nil {
 		s.http.Close()
+		s.h2.closeAll()
 	}
 	if ln != nil {
 		s.stopOnce.Do(func() {
@@ -227,3 +235,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
+
+// http2MaxReadFrameSize is the SETTINGS_MAX_FRAME_SIZE the server
+// advertises: RFC 9113's initial value. net/http's default is 1 MiB, and the
+// HTTP/2 framer keeps a read buffer as large as the largest frame a client
+// sent for the life of the connection, so one large DATA frame per
+// connection pinned a megabyte of heap per idle connection (#13). Clients
+// send bodies in frames of this size anyway.
+const http2MaxReadFrameSize = 16 << 10

@@ -33,7 +33,7 @@ import (
 )
 
 // startServer runs a Server on a free loopback port until the test ends.
-func startServer(t *testing.T, cfg ServerConfig) *Server {
+func startServer(t testing.TB, cfg ServerConfig) *Server {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
 	if cfg.TLS == nil {
@@ -153,6 +153,104 @@ func TestPerConnValueReachesRequests(t *testing.T) {
 	}
 }
 
+// drainCase is a request held in its handler while Shutdown runs, for
+// TestShutdownDrainsInFlightRequests and its HTTP/2 twin in h2conns_test.go.
+type drainCase struct {
+	s           *Server
+	entered     chan struct{}
+	release     func()
+	handlerDone atomic.Bool
+	done        chan drainResult    // the held request's outcome
+	shutdown    chan shutdownResult // Shutdown's outcome
+}
+
+type drainResult struct {
+	n   int
+	err error
+}
+
+type shutdownResult struct {
+	err          error
+	afterHandler bool // the held handler had finished when Shutdown returned
+}
+
+const drainBodySize = 256 << 10
+
+// startDrainCase starts a Server whose /slow handler blocks until released,
+// then answers drainBodySize bytes; other paths answer "ok".
+func startDrainCase(t *testing.T) *drainCase {
+	d := &drainCase{entered: make(chan struct{}), done: make(chan drainResult, 1), shutdown: make(chan shutdownResult, 1)}
+	release := make(chan struct{})
+	d.release = sync.OnceFunc(func() { close(release) })
+	t.Cleanup(d.release) // a failed test must not leave the handler blocked
+	d.s = startServer(t, ServerConfig{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "ok")
+			return
+		}
+		close(d.entered)
+		<-release
+		w.Header().Set("Content-Length", fmt.Sprint(drainBodySize))
+		w.Write(bytes.Repeat([]byte("x"), drainBodySize))
+		d.handlerDone.Store(true)
+	})})
+	return d
+}
+
+// hold sends GET /slow with c, waits until its handler runs, and starts
+// Shutdown.
+func (d *drainCase) hold(c *http.Client, wantProto int) {
+	go func() {
+		resp, err := c.Get("https://" + d.s.Addr().String() + "/slow")
+		if err != nil {
+			d.done <- drainResult{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.ProtoMajor != wantProto {
+			err = fmt.Errorf("served over %s, want HTTP/%d", resp.Proto, wantProto)
+		}
+		d.done <- drainResult{len(b), err}
+	}()
+	<-d.entered
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := d.s.Shutdown(ctx)
+		d.shutdown <- shutdownResult{err, d.handlerDone.Load()}
+	}()
+}
+
+// finish checks that neither Shutdown nor the request ended yet, releases
+// the handler, and checks that the request got its whole response and that
+// Shutdown returned after the handler finished, with the listener closed.
+func (d *drainCase) finish(t *testing.T) {
+	t.Helper()
+	select {
+	case r := <-d.shutdown:
+		t.Fatalf("Shutdown returned (%v) while a request was in flight", r.err)
+	case r := <-d.done:
+		t.Fatalf("request ended (%+v) before it was released", r)
+	default:
+	}
+	d.release()
+	if r := <-d.done; r.err != nil || r.n != drainBodySize {
+		t.Fatalf("in-flight request: %d bytes, %v; want all %d", r.n, r.err, drainBodySize)
+	}
+	r := <-d.shutdown
+	if r.err != nil {
+		t.Fatalf("Shutdown = %v", r.err)
+	}
+	if !r.afterHandler {
+		t.Fatal("Shutdown returned before the in-flight handler finished")
+	}
+	if c, err := net.Dial("tcp", d.s.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("listener still accepts after Shutdown")
+	}
+}
+
 // TestShutdownDrainsInFlightRequests: a request blocked in its handler
 // keeps Shutdown from returning until it is released, and then gets its
 // whole response. The handler is released only once Shutdown is known to
@@ -161,25 +259,10 @@ func TestPerConnValueReachesRequests(t *testing.T) {
 // finished, never before.
 func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	t.Parallel()
-	const bodySize = 256 << 10
-	entered, release := make(chan struct{}), make(chan struct{})
-	var handlerDone atomic.Bool
-	s := startServer(t, ServerConfig{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/slow" {
-			io.WriteString(w, "ok")
-			return
-		}
-		close(entered)
-		<-release
-		w.Header().Set("Content-Length", fmt.Sprint(bodySize))
-		w.Write(bytes.Repeat([]byte("x"), bodySize))
-		handlerDone.Store(true)
-	})})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseOnce) // a failed test must not leave the handler blocked
-	addr := s.Addr().String()
+	d := startDrainCase(t)
+	addr := d.s.Addr().String()
 	hooked := make(chan struct{})
-	s.http.RegisterOnShutdown(sync.OnceFunc(func() { close(hooked) })) // cleanup shuts down again
+	d.s.http.RegisterOnShutdown(sync.OnceFunc(func() { close(hooked) })) // cleanup shuts down again
 
 	// An idle keep-alive connection: Shutdown closes it from its drain loop.
 	idle, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
@@ -202,39 +285,12 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		idleClosed <- err
 	}()
 
-	type result struct {
-		n   int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		resp, err := c.Get("https://" + addr + "/slow")
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- result{len(b), err}
-	}()
-	<-entered
-	type shutdownResult struct {
-		err          error
-		afterHandler bool
-	}
-	shutdown := make(chan shutdownResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		err := s.Shutdown(ctx)
-		shutdown <- shutdownResult{err, handlerDone.Load()}
-	}()
+	d.hold(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}, 1)
 	// Shutdown closes idle connections from its drain loop: once this one
 	// is closed, Shutdown is waiting for the request in flight.
 	select {
 	case <-hooked:
-	case r := <-shutdown:
+	case r := <-d.shutdown:
 		t.Fatalf("Shutdown returned (%v) without running its drain", r.err)
 	}
 	select {
@@ -242,31 +298,10 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		if !errors.Is(err, io.EOF) {
 			t.Fatalf("idle keep-alive connection: %v, want EOF from Shutdown", err)
 		}
-	case r := <-shutdown:
+	case r := <-d.shutdown:
 		t.Fatalf("Shutdown returned (%v) while a request was in flight", r.err)
 	}
-	select {
-	case r := <-shutdown:
-		t.Fatalf("Shutdown returned (%v) while a request was in flight", r.err)
-	case r := <-done:
-		t.Fatalf("request ended (%+v) before it was released", r)
-	default:
-	}
-	releaseOnce()
-	if r := <-done; r.err != nil || r.n != bodySize {
-		t.Fatalf("in-flight request: %d bytes, %v; want all %d", r.n, r.err, bodySize)
-	}
-	r := <-shutdown
-	if r.err != nil {
-		t.Fatalf("Shutdown = %v", r.err)
-	}
-	if !r.afterHandler {
-		t.Fatal("Shutdown returned before the in-flight handler finished")
-	}
-	if c, err := net.Dial("tcp", addr); err == nil {
-		c.Close()
-		t.Fatal("listener still accepts after Shutdown")
-	}
+	d.finish(t)
 }
 
 // handshakeErrors reads the series edgeproxy_tls_handshake_errors_total
