@@ -536,9 +536,12 @@ func TestDegraded(t *testing.T) {
 		if !hung.sawDeadline.Load() {
 			t.Fatal("store calls carry no deadline")
 		}
+		// One call each, which times out; sharedCall retries it once when
+		// this goroutine itself ran late (elapsed > 1.5 × bound, common
+		// with a 1 ms bound under -race on a loaded machine): 1 or 2.
 		for _, op := range []string{"get", "put"} {
-			if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "mode", resumption.ModeMemcached, "op", op, "result", "timeout"); got != 1 {
-				t.Errorf("%s timeouts = %v; want 1", op, got)
+			if got := metricValue(t, reg, "edgeproxy_session_store_calls_total", "mode", resumption.ModeMemcached, "op", op, "result", "timeout"); got != 1 && got != 2 {
+				t.Errorf("%s timeouts = %v; want 1 (2 if retried as this process's delay)", op, got)
 			}
 		}
 	})
