@@ -85,7 +85,7 @@ type Handler struct {
 	router     *router
 	routes     []*route
 	checkers   []*healthChecker
-	transports []*http.Transport // built by NewHandler; closed idle by Stop
+	transports []*upstreamTransport // built by NewHandler; closed idle by Stop
 	log        *zap.Logger
 	accessLog  *zap.Logger
 	accessFmt  AccessFormat
