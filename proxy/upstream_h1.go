@@ -121,7 +121,7 @@ type h1Pool struct {
 type h1Conn struct {
 	pool   *h1Pool
 	nc     net.Conn
-	cancel func() // closes nc: a request's context.AfterFunc
+	cancel func()        // closes nc: a request's context.AfterFunc
 	br     *bufio.Reader // reads from the h1Conn itself, to count and limit
 	bw     *bufio.Writer
 	nread  int64 // bytes read from nc
