@@ -438,7 +438,10 @@ func TestH1MaxConnsPerUpstream(t *testing.T) {
 func TestH1CanceledRequestFreesConnection(t *testing.T) {
 	t.Parallel()
 	up, conns, arrived, _ := blockingUpstream(t)
-	tr := newUpstreamTransport(&RouteConfig{Limits: RouteLimits{MaxConnsPerUpstream: 1}}, nil)
+	tr := newUpstreamTransport(&RouteConfig{
+		Limits:   RouteLimits{MaxConnsPerUpstream: 1},
+		Timeouts: UpstreamTimeouts{ResponseHeaderTimeout: time.Hour}, // only the cancel ends the wait
+	}, nil)
 	t.Cleanup(tr.CloseIdleConnections)
 
 	ctx, cancel := context.WithCancel(context.Background())
