@@ -151,6 +151,14 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // it while idle) is sent again on another.
 func (p *h1Pool) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
+	rt, err := newRequestTarget(req)
+	if err == nil {
+		err = validHeader(req.Header)
+	}
+	if err != nil {
+		closeRequestBody(req)
+		return nil, err
+	}
 	replayable := isReplayable(req)
 	for {
 		c, err := p.get(ctx, replayable)
@@ -158,7 +166,7 @@ func (p *h1Pool) roundTrip(req *http.Request) (*http.Response, error) {
 			closeRequestBody(req)
 			return nil, err
 		}
-		resp, err, retry := c.roundTrip(req)
+		resp, err, retry := c.roundTrip(req, &rt)
 		if err == nil {
 			return resp, nil
 		}
@@ -348,36 +356,37 @@ func (c *h1Conn) close() {
 	c.pool.release()
 }
 
-// roundTrip writes req on c and reads the response header. It returns the
-// response, or an error with retry reporting that c had served a request
-// before and nothing at all came back on it (the upstream closed it while
-// idle), so req never reached the upstream's handler.
-func (c *h1Conn) roundTrip(req *http.Request) (_ *http.Response, _ error, retry bool) {
+// roundTrip writes req, whose target is rt, on c and reads the response
+// header. It returns the response, or an error with retry reporting that c
+// had served a request before and nothing at all came back on it (the
+// upstream closed it while idle), so req never reached the upstream's
+// handler.
+func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Response, _ error, retry bool) {
 	ctx := req.Context()
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, c.cancel)
 	}
-	fail := func(err error) (*http.Response, error, bool) {
+	c.nread = 0
+	fail := func(err error, wire bool) (*http.Response, error, bool) {
 		stop()
 		c.close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("proxy: upstream request: %w", ctx.Err()), false
 		}
-		return nil, err, c.reused && c.nread == 0
+		return nil, err, wire && c.reused && c.nread == 0
 	}
-	if err := validHeader(req.Header); err != nil {
-		closeRequestBody(req)
-		return fail(err)
-	}
-	c.nread = 0
 	var w *bodyWriter
 	if req.Body == nil || req.Body == http.NoBody {
-		if err := req.Write(c.bw); err != nil {
-			return fail(err)
+		if hasWireBody(req) {
+			if err := req.Write(c.bw); err != nil { // framing to work out, or refuse
+				return fail(err, false)
+			}
+		} else {
+			writeBodylessRequest(c.bw, req, rt)
 		}
 		if err := c.bw.Flush(); err != nil {
-			return fail(err)
+			return fail(err, true)
 		}
 		c.nc.SetReadDeadline(time.Now().Add(c.pool.cfg.responseHeader))
 	} else {
@@ -399,7 +408,7 @@ func (c *h1Conn) roundTrip(req *http.Request) (_ *http.Response, _ error, retry 
 				err = werr // the write failed first: the cause
 			}
 		}
-		return fail(err)
+		return fail(err, true)
 	}
 	closeAfter := resp.Close || req.Close || c.pool.cfg.noKeepAlive
 	if resp.Body == http.NoBody {

@@ -25,8 +25,8 @@ import (
 // connection open.
 type rawUpstream struct {
 	ln       net.Listener
-	accepted atomic.Int64 // connections accepted
-	served   atomic.Int64 // requests read
+	accepted atomic.Int64  // connections accepted
+	served   atomic.Int64  // requests read
 	closed   chan struct{} // a value each time respond's false closed a connection
 }
 
