@@ -60,7 +60,7 @@ func BenchmarkProxyRequest(b *testing.B) {
 // are edgeproxy's alone, the upstream connection pool's included.
 func BenchmarkProxyRequestCannedUpstream(b *testing.B) {
 	h, req := benchHandler(b, cannedUpstream(b), nil)
-	serveLoop(b, h, req)
+	serveLoop(b, h, req.WithContext(b.Context())) // cancelable, as a server's
 }
 
 // cannedUpstream starts an HTTP/1.1 upstream on loopback that answers every
@@ -164,6 +164,7 @@ func TestHandlerAllocationBudget(t *testing.T) {
 // does not time.
 func TestProxiedRequestAllocationBudget(t *testing.T) {
 	h, req := benchHandler(t, cannedUpstream(t), nil)
+	req = req.WithContext(t.Context()) // cancelable, as a server's: the pool watches it
 	w := &discardWriter{}
 	serve := func() {
 		clear(w.h)
@@ -172,9 +173,9 @@ func TestProxiedRequestAllocationBudget(t *testing.T) {
 	serve() // dial, warm the pools
 	allocs := testing.AllocsPerRun(200, serve)
 	t.Logf("%.0f allocs per proxied request", allocs)
-	// Measured: 33 (3.4 KiB) with the pool of upstream_h1.go; 67 (5.7 KiB)
+	// Measured: 35 (3.5 KiB) with the pool of upstream_h1.go; 67 (5.7 KiB)
 	// with http.Transport (issue #13).
-	if allocs > 36 {
-		t.Errorf("%.0f allocations per proxied request, budget 36", allocs)
+	if allocs > 38 {
+		t.Errorf("%.0f allocations per proxied request, budget 38", allocs)
 	}
 }
