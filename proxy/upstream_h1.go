@@ -151,6 +151,11 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // it while idle) is sent again on another.
 func (p *h1Pool) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
+	if p.cfg.noKeepAlive && !req.Close {
+		r := *req // the upstream is told, as http.Transport's DisableKeepAlives tells it
+		r.Close = true
+		req = &r
+	}
 	rt, err := newRequestTarget(req)
 	if err == nil {
 		err = validHeader(req.Header)

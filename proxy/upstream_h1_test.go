@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 )
 
 // rawUpstream is an HTTP/1.1 upstream written by hand, for the framings
@@ -552,5 +554,37 @@ func TestH1PicksTransport(t *testing.T) {
 			t.Errorf("header %q: pool used %v, want %v", tt.header, got, tt.pool)
 		}
 		tr.CloseIdleConnections()
+	}
+}
+
+// TestH1NoKeepAliveWithProxyProtocol: with send_proxy_protocol every
+// request has a connection of its own, and says so (Connection: close).
+func TestH1NoKeepAliveWithProxyProtocol(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns, closing atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Close {
+			closing.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}), ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}}
+	go srv.Serve(&proxyproto.Listener{Listener: ln})
+	t.Cleanup(func() { srv.Close() })
+	tr := newUpstreamTransport(&RouteConfig{SendProxyProtocol: SendProxyV2}, nil)
+	for range 3 {
+		if _, body := h1Get(t, tr, "GET", "http://"+ln.Addr().String()); body != "ok" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if conns.Load() != 3 || closing.Load() != 3 {
+		t.Errorf("%d connections, %d requests with Connection: close; want 3 and 3", conns.Load(), closing.Load())
 	}
 }
