@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,8 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"strings"
+	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -86,11 +88,8 @@ func (t *upstreamTransport) pool(host string) *h1Pool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p = t.pools[host]; p == nil {
-		addr := host
-		if _, port, err := net.SplitHostPort(host); err != nil || port == "" {
-			addr = net.JoinHostPort(strings.Trim(host, "[]"), "80")
-		}
-		p = &h1Pool{cfg: &t.cfg, addr: addr}
+		u := url.URL{Host: host} // the dial address as http.Transport works it out
+		p = &h1Pool{cfg: &t.cfg, addr: net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "80"))}
 		if t.pools == nil {
 			t.pools = make(map[string]*h1Pool)
 		}
@@ -238,7 +237,7 @@ func (p *h1Pool) get(ctx context.Context, replayable bool) (*h1Conn, error) {
 			return c, nil
 		case <-ctx.Done():
 			p.mu.Lock()
-			i := slicesIndex(p.waiters, w)
+			i := slices.Index(p.waiters, w)
 			if i >= 0 {
 				p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
 			}
@@ -250,18 +249,9 @@ func (p *h1Pool) get(ctx context.Context, replayable bool) (*h1Conn, error) {
 					p.release()
 				}
 			}
-			return nil, fmt.Errorf("waiting for a connection to %s (limits.max_conns_per_upstream %d): %w", p.addr, p.cfg.maxConns, ctx.Err())
+			return nil, fmt.Errorf("proxy: waiting for a connection to %s (limits.max_conns_per_upstream %d): %w", p.addr, p.cfg.maxConns, ctx.Err())
 		}
 	}
-}
-
-func slicesIndex(s []chan *h1Conn, c chan *h1Conn) int {
-	for i, x := range s {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // dial opens a connection in a slot already counted in open.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -586,5 +587,23 @@ func TestH1NoKeepAliveWithProxyProtocol(t *testing.T) {
 	}
 	if conns.Load() != 3 || closing.Load() != 3 {
 		t.Errorf("%d connections, %d requests with Connection: close; want 3 and 3", conns.Load(), closing.Load())
+	}
+}
+
+func TestH1ResponseHeaderLimit(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, func(i int, r *http.Request, w io.Writer) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nX-Big: ")
+		w.Write(bytes.Repeat([]byte("a"), maxResponseHeaderBytes))
+		io.WriteString(w, "\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	tr := newUpstreamTransport(&RouteConfig{}, nil)
+	req, _ := http.NewRequest("GET", up.url(), nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, errResponseHeaderSize) {
+		t.Errorf("header of %d bytes: %v, want errResponseHeaderSize", maxResponseHeaderBytes, err)
+	}
+	if p := tr.pool(req.URL.Host); p.open != 0 {
+		t.Errorf("%d connections open after the error, want 0", p.open)
 	}
 }
