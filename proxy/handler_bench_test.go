@@ -8,7 +8,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,43 +67,27 @@ func BenchmarkProxyRequestCannedUpstream(b *testing.B) {
 // request without a body with the same short response, allocating nothing
 // per request, and returns its URL.
 func cannedUpstream(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	tb.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+	end := []byte("\r\n\r\n")
+	ln := serveTCP(tb, new(atomic.Int64), func(c net.Conn) {
+		buf := make([]byte, 16<<10)
+		var n int
 		for {
-			c, err := ln.Accept()
+			m, err := c.Read(buf[n:])
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				go func() { <-tb.Context().Done(); c.Close() }()
-				resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
-				buf := make([]byte, 16<<10)
-				end := []byte("\r\n\r\n")
-				var n int
-				for {
-					m, err := c.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					for {
-						i := bytes.Index(buf[:n], end)
-						if i < 0 {
-							break
-						}
-						n = copy(buf, buf[i+len(end):n])
-						if _, err := c.Write(resp); err != nil {
-							return
-						}
-					}
+			n += m
+			for {
+				i := bytes.Index(buf[:n], end)
+				if i < 0 {
+					break
 				}
-			})
+				n = copy(buf, buf[i+len(end):n])
+				if _, err := c.Write(resp); err != nil {
+					return
+				}
+			}
 		}
 	})
 	return "http://" + ln.Addr().String()

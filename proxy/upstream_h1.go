@@ -272,9 +272,7 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 func (p *h1Pool) put(c *h1Conn) {
 	c.reused = true
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if w := p.popWaiterLocked(); w != nil {
 		p.mu.Unlock()
 		w <- c
 		return
@@ -301,15 +299,24 @@ func (p *h1Pool) put(c *h1Conn) {
 // back to the pool.
 func (p *h1Pool) release() {
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if w := p.popWaiterLocked(); w != nil {
 		p.mu.Unlock()
 		w <- nil
 		return
 	}
 	p.open--
 	p.mu.Unlock()
+}
+
+// popWaiterLocked removes and returns the longest waiting request's
+// channel, or nil. p.mu must be held.
+func (p *h1Pool) popWaiterLocked() chan *h1Conn {
+	if len(p.waiters) == 0 {
+		return nil
+	}
+	w := p.waiters[0]
+	p.waiters = p.waiters[1:]
+	return w
 }
 
 // expire closes the connections idle for cfg.idle or longer, and arms the

@@ -22,28 +22,19 @@ import (
 	"github.com/pires/go-proxyproto"
 )
 
-// rawUpstream is an HTTP/1.1 upstream written by hand, for the framings
-// and failures net/http's server never produces. respond answers the i-th
-// request (from 0, over all connections) and reports whether to keep the
-// connection open.
-type rawUpstream struct {
-	ln       net.Listener
-	accepted atomic.Int64  // connections accepted
-	served   atomic.Int64  // requests read
-	closed   chan struct{} // a value each time respond's false closed a connection
-}
-
-func startRawUpstream(t *testing.T, respond func(i int, r *http.Request, w io.Writer) bool) *rawUpstream {
-	t.Helper()
+// serveTCP serves each connection accepted on a loopback listener with
+// handle, on a goroutine of its own, until the test ends: then the
+// listener and every connection are closed and the goroutines waited for.
+func serveTCP(tb testing.TB, accepted *atomic.Int64, handle func(net.Conn)) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	u := &rawUpstream{ln: ln, closed: make(chan struct{}, 100)}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
 		for _, c := range conns {
@@ -58,26 +49,46 @@ func startRawUpstream(t *testing.T, respond func(i int, r *http.Request, w io.Wr
 			if err != nil {
 				return
 			}
-			u.accepted.Add(1)
+			accepted.Add(1)
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Go(func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					if !respond(int(u.served.Add(1)-1), r, c) {
-						c.Close()
-						u.closed <- struct{}{}
-						return
-					}
-				}
+				handle(c)
 			})
+		}
+	})
+	return ln
+}
+
+// rawUpstream is an HTTP/1.1 upstream written by hand, for the framings
+// and failures net/http's server never produces. respond answers the i-th
+// request (from 0, over all connections) and reports whether to keep the
+// connection open.
+type rawUpstream struct {
+	ln       net.Listener
+	accepted atomic.Int64  // connections accepted
+	served   atomic.Int64  // requests read
+	closed   chan struct{} // a value each time respond's false closed a connection
+}
+
+func startRawUpstream(t *testing.T, respond func(i int, r *http.Request, w io.Writer) bool) *rawUpstream {
+	t.Helper()
+	u := &rawUpstream{closed: make(chan struct{}, 100)}
+	u.ln = serveTCP(t, &u.accepted, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, r.Body)
+			if !respond(int(u.served.Add(1)-1), r, c) {
+				c.Close()
+				u.closed <- struct{}{}
+				return
+			}
 		}
 	})
 	return u
@@ -299,24 +310,14 @@ func TestH1RequestBodies(t *testing.T) {
 func TestH1EarlyResponse(t *testing.T) {
 	t.Parallel()
 	// Not a rawUpstream: this one answers after the request header.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	ln := serveTCP(t, new(atomic.Int64), func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n\r\nbig")
 		io.Copy(io.Discard, br)
-	}()
+	})
 	pr, pw := io.Pipe()
 	t.Cleanup(func() { pw.Close() })
 	tr := newUpstreamTransport(&RouteConfig{}, nil)
