@@ -62,7 +62,7 @@ type HandlerConfig struct {
 	// cloned. If nil, the system roots and crypto/tls defaults are used.
 	UpstreamTLS *tls.Config
 	// Transport, if not nil, carries every upstream request and health
-	// check instead of a per-route *http.Transport, so the routes' timeouts
+	// check instead of a per-route upstream transport, so the routes' timeouts
 	// apply only as far as Transport enforces them. An error it returns
 	// that wraps a *DialError means nothing was sent and the request may be
 	// retried. Tests use it to inject faults.
@@ -85,7 +85,7 @@ type Handler struct {
 	router     *router
 	routes     []*route
 	checkers   []*healthChecker
-	transports []*http.Transport // built by NewHandler; closed idle by Stop
+	transports []*upstreamTransport // built by NewHandler; closed idle by Stop
 	log        *zap.Logger
 	accessLog  *zap.Logger
 	accessFmt  AccessFormat

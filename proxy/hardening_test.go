@@ -481,11 +481,17 @@ func wantClosed(t *testing.T, br *bufio.Reader) {
 func TestUpstreamTransportLimits(t *testing.T) {
 	t.Parallel()
 	tr := newUpstreamTransport(&RouteConfig{}, nil)
-	if tr.MaxConnsPerHost != DefaultMaxConnsPerUpstream || tr.MaxIdleConnsPerHost != DefaultMaxIdleConnsPerUpstream {
-		t.Errorf("defaults: MaxConnsPerHost %d, MaxIdleConnsPerHost %d", tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost)
+	if tr.std.MaxConnsPerHost != DefaultMaxConnsPerUpstream || tr.std.MaxIdleConnsPerHost != DefaultMaxIdleConnsPerUpstream {
+		t.Errorf("defaults: MaxConnsPerHost %d, MaxIdleConnsPerHost %d", tr.std.MaxConnsPerHost, tr.std.MaxIdleConnsPerHost)
+	}
+	if tr.cfg.maxConns != DefaultMaxConnsPerUpstream || tr.cfg.maxIdle != DefaultMaxIdleConnsPerUpstream {
+		t.Errorf("defaults, HTTP/1.1 pool: maxConns %d, maxIdle %d", tr.cfg.maxConns, tr.cfg.maxIdle)
 	}
 	tr = newUpstreamTransport(&RouteConfig{Limits: RouteLimits{MaxConnsPerUpstream: 3, MaxIdleConnsPerUpstream: 2}}, nil)
-	if tr.MaxConnsPerHost != 3 || tr.MaxIdleConnsPerHost != 2 {
-		t.Errorf("configured 3/2: MaxConnsPerHost %d, MaxIdleConnsPerHost %d", tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost)
+	if tr.std.MaxConnsPerHost != 3 || tr.std.MaxIdleConnsPerHost != 2 {
+		t.Errorf("configured 3/2: MaxConnsPerHost %d, MaxIdleConnsPerHost %d", tr.std.MaxConnsPerHost, tr.std.MaxIdleConnsPerHost)
+	}
+	if tr.cfg.maxConns != 3 || tr.cfg.maxIdle != 2 {
+		t.Errorf("configured 3/2, HTTP/1.1 pool: maxConns %d, maxIdle %d", tr.cfg.maxConns, tr.cfg.maxIdle)
 	}
 }

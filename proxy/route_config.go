@@ -137,7 +137,9 @@ type RouteLimits struct {
 	BodyMinRate int64 `yaml:"body_min_rate"`
 	// MaxConnsPerUpstream caps the connections open to one upstream, idle
 	// or busy; requests over it wait for a free connection. If zero,
-	// DefaultMaxConnsPerUpstream is used.
+	// DefaultMaxConnsPerUpstream is used. To an http upstream, Upgrade
+	// (WebSocket) and Expect: 100-continue requests take connections
+	// capped apart, by the same number (upstreamTransport).
 	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
 	// MaxIdleConnsPerUpstream caps the idle connections kept for reuse per
 	// upstream. If zero, DefaultMaxIdleConnsPerUpstream is used.

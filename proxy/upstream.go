@@ -178,7 +178,7 @@ func (p *pool) reportLocked(u *upstream, reason string) {
 
 // newUpstreamTransport builds the transport to a route's upstreams, which
 // owns tlsConfig. It speaks HTTP/1.1 only, which WebSocket upgrades need.
-func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transport {
+func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *upstreamTransport {
 	t := &rc.Timeouts
 	d := &net.Dialer{Timeout: t.dial(), KeepAlive: 30 * time.Second}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -194,18 +194,27 @@ func newUpstreamTransport(rc *RouteConfig, tlsConfig *tls.Config) *http.Transpor
 		}
 		return c, nil
 	}
-	return &http.Transport{
+	cfg := h1Config{
+		dial:           dial,
+		responseHeader: t.responseHeader(),
+		idle:           t.idleConn(),
+		maxConns:       cmp.Or(rc.Limits.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream),
+		maxIdle:        cmp.Or(rc.Limits.MaxIdleConnsPerUpstream, DefaultMaxIdleConnsPerUpstream),
+		noKeepAlive:    rc.SendProxyProtocol != "", // a PROXY header names one client
+	}
+	std := &http.Transport{
 		Proxy:                 nil, // never via HTTP_PROXY: upstreams are addressed directly
 		DialContext:           dial,
 		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   t.dial(),
-		ResponseHeaderTimeout: t.responseHeader(),
-		IdleConnTimeout:       t.idleConn(),
-		MaxConnsPerHost:       cmp.Or(rc.Limits.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream),
-		MaxIdleConnsPerHost:   cmp.Or(rc.Limits.MaxIdleConnsPerUpstream, DefaultMaxIdleConnsPerUpstream),
+		ResponseHeaderTimeout: cfg.responseHeader,
+		IdleConnTimeout:       cfg.idle,
+		MaxConnsPerHost:       cfg.maxConns,
+		MaxIdleConnsPerHost:   cfg.maxIdle,
 		ExpectContinueTimeout: time.Second,
-		DisableKeepAlives:     rc.SendProxyProtocol != "", // a PROXY header names one client
+		DisableKeepAlives:     cfg.noKeepAlive,
 	}
+	return &upstreamTransport{std: std, cfg: cfg}
 }
 
 // upstreamMetrics holds the upstream collectors. A nil *upstreamMetrics
