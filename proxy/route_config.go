@@ -152,7 +152,7 @@ const (
 	DefaultBodyTimeout             = 20 * time.Second
 	DefaultBodyMinRate             = 500
 	DefaultMaxConnsPerUpstream     = 512
-	DefaultMaxIdleConnsPerUpstream = 64
+	DefaultMaxIdleConnsPerUpstream = 256
 )
 
 // HealthCheckConfig configures active health checks: every Interval, a GET of

@@ -30,7 +30,7 @@ func TestTemplatesRender(t *testing.T) {
 	}{
 		{"upstream.nginx.conf", []string{"listen 127.0.0.1:18443", `return 200 "ok"`, "access_log off", "keepalive_requests"}},
 		{"nginx.conf", append([]string{"listen 127.0.0.1:18443 ssl http2", "worker_processes 2;", "access_log off;",
-			"keepalive 64;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "keepalive_requests 10000000;",
+			"keepalive 128;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "keepalive_requests 10000000;",
 			"ssl_session_ticket_key /work/dir/ticket.key;", "ssl_ecdh_curve X25519:prime256v1;",
 			"ssl_certificate /work/dir/cert.pem;", "worker_connections 4024;"}, common...)},
 		{"haproxy.cfg", append([]string{"bind 127.0.0.1:18443 ssl crt /work/dir/haproxy.pem", "nbthread 2", "http-reuse always",
