@@ -301,8 +301,8 @@ type limitedConn struct {
 	ip      netip.Addr
 	counted bool
 	// session is what ServerConfig.PerConn returned for c, set by the
-	// handshake before the connection is handed to Accept and read by
-	// the HTTP server's ConnContext (tlsListener.takeValue).
+	// handshake before the connection is handed to Accept, and read-only
+	// after it (ConnSessionFrom).
 	session ConnSession
 	once    sync.Once
 }
