@@ -176,7 +176,9 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	wantsClose, noBody := r.Close, r.Body == http.NoBody
 	(*s.handler.Load()).ServeHTTP(w, r)
+	holdLastResponse(r, wantsClose, noBody) // lastwrite.go
 }
 
 // SetHandler swaps the request handler; requests already running finish on
