@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -214,4 +215,60 @@ func sizes(writes [][]byte) []int {
 		n = append(n, len(w))
 	}
 	return n
+}
+
+// The per-connection context value and the held last writes allocate
+// nothing beyond the one context value (#13): counts, not durations.
+func TestPerConnAllocs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go io.Copy(io.Discard, peer)
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	lim := newConnLimiter(Limits{}, nil, zap.NewNop(), func(*limitedConn) {})
+	lc := &limitedConn{Conn: noCloseConn{raw}, l: lim, session: &tag{n: 1}}
+	tc := tls.Server(lc, &tls.Config{})
+	s := &Server{}
+	r, err := http.NewRequest("GET", "https://localhost/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close = true
+	var ctx context.Context
+	if n := testing.AllocsPerRun(100, func() { ctx = s.connContext(t.Context(), tc) }); n != 1 {
+		t.Errorf("connContext: %v allocations, want 1 (one context value)", n)
+	}
+	r = r.WithContext(ctx)
+	if n := testing.AllocsPerRun(100, func() {
+		if ConnSessionFrom(ctx) == nil || clientAddr(ctx) == nil {
+			t.Fatal("no session or client address in the connection's context")
+		}
+	}); n != 0 {
+		t.Errorf("ConnSessionFrom and clientAddr: %v allocations, want 0", n)
+	}
+	msg := make([]byte, 512)
+	if n := testing.AllocsPerRun(100, func() {
+		holdLastResponse(r, true, true)
+		if !lc.w.holding.Load() {
+			t.Fatal("a Connection: close response without a body is not held")
+		}
+		lc.Write(msg)
+		lc.SetWriteDeadline(time.Now())
+		lc.Write(msg)
+		lc.closeWrites()
+		lc.w.closed = false
+	}); n != 0 {
+		t.Errorf("holding and writing the last response: %v allocations, want 0", n)
+	}
 }
