@@ -139,20 +139,7 @@ func TestLastResponseAndCloseNotifyInOneWrite(t *testing.T) {
 // through after it, and Close writes what it held in one call.
 func TestHeldWrites(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, peer := tcpPair(t)
 	received := make(chan []byte, 1)
 	go func() {
 		b, _ := io.ReadAll(peer)
@@ -203,6 +190,28 @@ func TestHeldWrites(t *testing.T) {
 	}
 }
 
+// tcpPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return server, client
+}
+
 // noCloseConn keeps the socket open when TestHeldWrites closes a
 // limitedConn over it, so that its cases share one peer.
 type noCloseConn struct{ net.Conn }
@@ -220,22 +229,8 @@ func sizes(writes [][]byte) []int {
 // The per-connection context value and the held last writes allocate
 // nothing beyond the one context value (#13): counts, not durations.
 func TestPerConnAllocs(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	raw, peer := tcpPair(t)
 	go io.Copy(io.Discard, peer)
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
 	lim := newConnLimiter(Limits{}, nil, zap.NewNop(), func(*limitedConn) {})
 	lc := &limitedConn{Conn: noCloseConn{raw}, l: lim, session: &tag{n: 1}}
 	tc := tls.Server(lc, &tls.Config{})
