@@ -301,15 +301,22 @@ type limitedConn struct {
 	ip      netip.Addr
 	counted bool
 	// session is what ServerConfig.PerConn returned for c, set by the
-	// handshake before the connection is handed to Accept and read by
-	// the HTTP server's ConnContext (tlsListener.takeValue).
+	// handshake before the connection is handed to Accept, and read-only
+	// after it (ConnSessionFrom).
 	session ConnSession
+	w       lastWrites // holds the writes after a last response (lastwrite.go)
 	once    sync.Once
 }
 
+// Close writes what c held (lastwrite.go), gives its slot back and closes
+// the socket.
 func (c *limitedConn) Close() error {
+	werr := c.closeWrites()
 	c.once.Do(func() { c.l.release(c) })
-	return c.Conn.Close()
+	if err := c.Conn.Close(); err != nil {
+		return err
+	}
+	return werr
 }
 
 func (m *TLSMetrics) connRefused(reason string) {

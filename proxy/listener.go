@@ -190,7 +190,7 @@ func (l *tlsListener) handshake(raw *limitedConn) {
 	}
 	l.metrics.handshakeDone(cs.Version, cs.DidResume, time.Since(start).Seconds())
 	_ = raw.SetDeadline(time.Time{})
-	raw.session = value // for takeValue; the send below publishes it
+	raw.session = value // for ConnSessionFrom; the send below publishes it
 	select {
 	case l.conns <- tc:
 	case <-l.done:
@@ -253,24 +253,6 @@ func (l *tlsListener) Close() error {
 		err = l.inner.Close()
 	})
 	return err
-}
-
-// takeValue returns and forgets the ConnSession of c, a connection Accept
-// returned. It is kept on the connection itself (limitedConn.session): a
-// map from connection to session cost every connection a store and a
-// delete in a map shared by all of them (#13).
-func (l *tlsListener) takeValue(c net.Conn) ConnSession {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return nil
-	}
-	lc := limitedOf(tc.NetConn())
-	if lc == nil {
-		return nil
-	}
-	cs := lc.session
-	lc.session = nil
-	return cs
 }
 
 // limitedOf returns the admitted connection under c, or nil.

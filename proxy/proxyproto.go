@@ -309,10 +309,6 @@ const (
 	SendProxyV2 = "v2"
 )
 
-// clientAddrKey is the context key of a client connection's address
-// (net.Addr), set by Server for its requests.
-type clientAddrKey struct{}
-
 // writeProxyHeader opens c, a new upstream connection, with a PROXY header
 // of version (SendProxyV1, SendProxyV2) naming the client whose request ctx
 // belongs to, and the address it connected to. Without a client (a health
@@ -323,7 +319,7 @@ func writeProxyHeader(ctx context.Context, c net.Conn, version string) error {
 	if version == SendProxyV1 {
 		v = 1
 	}
-	src, _ := ctx.Value(clientAddrKey{}).(net.Addr)
+	src := clientAddr(ctx) // server.go
 	dst, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
 	if src == nil || dst == nil {
 		src, dst = nil, nil

@@ -142,31 +142,43 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-type connSessionKey struct{}
+// connKey is the context key of the connection a request arrived on (the
+// *tls.Conn that Accept returned), set by Server.connContext. One value
+// serves ConnSessionFrom and the PROXY header's client address
+// (clientAddr): a context value per datum cost every connection an
+// allocation each, and reading the session cost a lock on Server.mu (#13).
+type connKey struct{}
 
 // ConnSessionFrom returns the ConnSession that ServerConfig.PerConn
 // returned for the connection a request arrived on, or nil.
 func ConnSessionFrom(ctx context.Context) ConnSession {
-	cs, _ := ctx.Value(connSessionKey{}).(ConnSession)
-	return cs
+	c, _ := ctx.Value(connKey{}).(*tls.Conn)
+	if c == nil {
+		return nil
+	}
+	if lc := limitedOf(c.NetConn()); lc != nil && lc.session != nil {
+		return lc.session
+	}
+	return nil
+}
+
+// clientAddr returns the client address of the connection a request
+// arrived on (after its PROXY header, if any), or nil.
+func clientAddr(ctx context.Context) net.Addr {
+	if c, _ := ctx.Value(connKey{}).(net.Conn); c != nil {
+		return c.RemoteAddr()
+	}
+	return nil
 }
 
 func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
-	ctx = context.WithValue(ctx, clientAddrKey{}, c.RemoteAddr()) // for send_proxy_protocol
-	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil || s.cfg.PerConn == nil {
-		return ctx
-	}
-	if v := ln.takeValue(c); v != nil {
-		return context.WithValue(ctx, connSessionKey{}, v)
-	}
-	return ctx
+	return context.WithValue(ctx, connKey{}, c)
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	wantsClose, noBody := r.Close, r.Body == http.NoBody
 	(*s.handler.Load()).ServeHTTP(w, r)
+	holdLastResponse(r, wantsClose, noBody) // lastwrite.go
 }
 
 // SetHandler swaps the request handler; requests already running finish on
