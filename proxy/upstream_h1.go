@@ -398,7 +398,7 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Respon
 		w = &bodyWriter{c: c, done: make(chan error, 1)}
 		go w.write(req)
 	}
-	resp, err := c.readResponse(req)
+	resp, fast, err := c.readResponse(req)
 	if w != nil {
 		w.gotHeader()
 	} else {
@@ -417,34 +417,49 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Respon
 		finish(c, stop, w, closeAfter, true)
 		return resp, nil, false
 	}
-	resp.Body = &h1Body{c: c, rc: resp.Body, stop: stop, w: w, closeAfter: closeAfter}
+	b := fast
+	if b == nil {
+		b = new(h1Body)
+	}
+	*b = h1Body{c: c, rc: resp.Body, stop: stop, w: w, closeAfter: closeAfter}
+	resp.Body = b
 	return resp, nil, false
 }
 
 // readResponse reads the final response header, passing 1xx responses to
 // the request's httptrace.ClientTrace.Got1xxResponse (ReverseProxy forwards
-// them).
-func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
+// them). A response parseBufferedResponse read comes with room for its
+// h1Body (body).
+func (c *h1Conn) readResponse(req *http.Request) (_ *http.Response, body *h1Body, _ error) {
 	c.limit = maxResponseHeaderBytes
 	defer func() { c.limit = -1 }()
 	for {
+		if _, err := c.br.Peek(1); err != nil { // wait for the response
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // as http.ReadResponse reports it
+			}
+			return nil, nil, err
+		}
+		if r := parseBufferedResponse(c.br, req); r != nil {
+			return &r.resp, &r.body, nil
+		}
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			return nil, errUpstreamSwitched
+			return nil, nil, errUpstreamSwitched
 		case resp.StatusCode < 200:
 			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				c.limit = maxResponseHeaderBytes
 			}
 			continue
 		}
-		return resp, nil
+		return resp, nil, nil
 	}
 }
 
