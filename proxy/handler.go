@@ -450,7 +450,7 @@ func (e *DialError) Unwrap() error { return e.Err }
 // the metrics, except a failure of the client's own body, which says nothing
 // about the upstream.
 func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
-	p, m := x.route.pool, x.h.metrics
+	p := x.route.pool
 	if req.Body != nil && req.Body != http.NoBody {
 		// Wrapped here rather than in ServeHTTP: ReverseProxy's own
 		// wrapper fails every Read once the transport closed it, which a
@@ -465,14 +465,14 @@ func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := x.route.transport.RoundTrip(req)
 		if err == nil {
 			p.transportOK(u)
-			m.response(u.name, resp.StatusCode, time.Since(start))
+			u.series.response(resp.StatusCode, time.Since(start))
 			return resp, nil
 		}
 		if x.body.failed() != nil {
 			return nil, err // the client's fault: see proxyError
 		}
 		kind := upstreamErrorKind(req.Context(), err)
-		m.failure(u.name, kind, time.Since(start))
+		u.series.failure(kind, time.Since(start))
 		if kind != ErrorKindCanceled {
 			p.transportFailed(u)
 		}
