@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"slices"
@@ -73,7 +75,8 @@ type HandlerConfig struct {
 }
 
 // Handler is the proxy's http.Handler: it routes each request by host and
-// path to an upstream pool and proxies it with httputil.ReverseProxy. It is
+// path to an upstream pool and proxies it as httputil.ReverseProxy would
+// (see exchange.forward). It is
 // safe for concurrent use. Active health checks run only between Start and
 // Stop; CheckNow runs one round on demand.
 //
@@ -87,6 +90,7 @@ type Handler struct {
 	checkers   []*healthChecker
 	transports []*upstreamTransport // built by NewHandler; closed idle by Stop
 	log        *zap.Logger
+	errorLog   *log.Logger // h.log at warn level, for forward's messages
 	accessLog  *zap.Logger
 	accessFmt  AccessFormat
 	hook       func(*httputil.ProxyRequest)
@@ -108,7 +112,6 @@ type route struct {
 	prefix    string
 	pool      *pool
 	transport http.RoundTripper
-	proxy     httputil.ReverseProxy // copied into each exchange
 }
 
 // NewHandler validates cfg.Routes and builds the handler. It does no I/O:
@@ -145,7 +148,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
-	stdLog, _ := zap.NewStdLogAt(h.log, zap.WarnLevel) // fails only for invalid levels
+	h.errorLog, _ = zap.NewStdLogAt(h.log, zap.WarnLevel) // fails only for invalid levels
 	for i := range cfg.Routes {
 		rc := cfg.Routes[i]
 		rc.Hosts = slices.Clone(rc.Hosts)
@@ -162,7 +165,6 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 			base = t
 		}
 		r := &route{index: i, cfg: rc, prefix: rc.pathPrefix(), pool: p, transport: base}
-		r.proxy = httputil.ReverseProxy{ErrorLog: stdLog, BufferPool: copyBuffers}
 		h.routes = append(h.routes, r)
 		if rc.HealthCheck.enabled() {
 			h.checkers = append(h.checkers, newHealthChecker(p, rc.HealthCheck, base, h.log))
@@ -248,28 +250,40 @@ func (h *Handler) Health() []UpstreamHealth {
 }
 
 // exchange is one request's way through the proxy. ServeHTTP makes one per
-// request, and the ReverseProxy it runs has the exchange's methods as its
-// Rewrite, Transport and ErrorHandler, so the per-request state is plain
-// fields that all of them share. They run on the request's goroutine, except
-// that the transport may read body on its own (see clientBody).
+// request (one allocation for all of the fields) and forwards it; rewrite,
+// RoundTrip and proxyError are forward's steps, so the per-request state is
+// plain fields that all of them share. They run on the request's goroutine,
+// except that the transport may read body on its own (see clientBody) and
+// got1xx runs where the transport reads the response.
 type exchange struct {
 	h        *Handler
 	route    *route
-	in       *http.Request       // inbound request as given to ReverseProxy
+	in       *http.Request       // inbound request
 	w        http.ResponseWriter // the server's writer, for the body's read deadline
+	rec      accessRecorder      // wraps w; what the response is written to
 	body     *clientBody         // wraps the outbound body; nil until the first attempt with one
 	upstream *upstream           // upstream of the current attempt; counted in flight
 	tried    []*upstream         // upstreams attempted, in order
 	triedBuf [2]*upstream
 	outURL   url.URL // outbound URL before SetURL, the base for retries
-	rp       httputil.ReverseProxy
+
+	url   url.URL               // the outbound request's URL
+	vals  []string              // backing array of the outbound header's values
+	pr    httputil.ProxyRequest // given to rewrite and the RequestHook
+	trace httptrace.ClientTrace // forwards 1xx responses (got1xx)
+
+	// rtMu protects rtDone: got1xx writes to rec only until the round trip
+	// returned.
+	rtMu   sync.Mutex
+	rtDone bool
 }
 
 // ServeHTTP routes and proxies r; see Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &accessRecorder{ResponseWriter: w}
 	x := &exchange{h: h, in: r, w: w}
+	rec := &x.rec
+	rec.ResponseWriter = w
 	defer h.logAccess(rec, r, x, start) // also on panic(http.ErrAbortHandler)
 
 	if h.covered != nil && r.TLS != nil && !h.covered(r.TLS.ServerName, r.Host) {
@@ -303,13 +317,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.inflight.Add(1)
 	defer func() { x.upstream.inflight.Add(-1) }()
 
-	x.rp = rt.proxy
-	x.rp.Rewrite = x.rewrite
-	x.rp.Transport = x
-	x.rp.ErrorHandler = x.proxyError
-	x.rp.ServeHTTP(rec, r)
+	x.forward(rec, r)
 }
 
+// rewrite addresses pr.Out to the upstream and sets the proxy's headers.
 func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	x.outURL = *pr.Out.URL
 	pr.SetURL(x.upstream.url)
@@ -323,9 +334,9 @@ func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del("Upgrade")
 		pr.Out.Header.Del("Connection")
 	}
-	pr.SetXForwarded() // X-Forwarded-Proto is "https" when pr.In.TLS != nil
+	x.setXForwarded(pr) // X-Forwarded-Proto is "https" when pr.In.TLS != nil
 	if ip := pr.Out.Header.Get("X-Forwarded-For"); ip != "" {
-		pr.Out.Header["X-Real-Ip"] = []string{ip}
+		x.setHeader(pr.Out.Header, "X-Real-Ip", ip)
 	}
 	if x.h.hook != nil {
 		x.h.hook(pr)
@@ -337,8 +348,8 @@ func (rt *route) allowsUpgrade(proto string) bool {
 	return slices.ContainsFunc(rt.cfg.upgrades(), func(p string) bool { return strings.EqualFold(p, proto) })
 }
 
-// proxyError is ReverseProxy's ErrorHandler: the attempt failed before a
-// response header was written to the client. A failure of the client's own
+// proxyError answers a request whose attempt failed before a response
+// header was written to the client. A failure of the client's own
 // body is answered as the client's error.
 func (x *exchange) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if berr := x.body.failed(); berr != nil {
@@ -442,7 +453,7 @@ func (e *DialError) Error() string { return "dialing upstream " + e.Addr + ": " 
 
 func (e *DialError) Unwrap() error { return e.Err }
 
-// RoundTrip makes the exchange the ReverseProxy's transport. It sends the
+// RoundTrip is forward's round trip. It sends the
 // request to the upstream ServeHTTP chose and, when connecting to it failed
 // (a *DialError), to another usable upstream of the pool, each at most once,
 // and only while the request body is unread: it never resends a request that
@@ -452,11 +463,11 @@ func (e *DialError) Unwrap() error { return e.Err }
 func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 	p := x.route.pool
 	if req.Body != nil && req.Body != http.NoBody {
-		// Wrapped here rather than in ServeHTTP: ReverseProxy's own
-		// wrapper fails every Read once the transport closed it, which a
-		// failed dial does; clientBody holds that Close back.
+		// Wrapped here rather than in ServeHTTP: forward's own wrapper
+		// fails every Read once the transport closed it, which a failed
+		// dial does; clientBody holds that Close back. req is forward's
+		// own copy.
 		x.body = newClientBody(req.Body, &x.route.cfg.Limits, http.NewResponseController(x.w), time.Now())
-		req = req.Clone(req.Context())
 		req.Body = x.body
 	}
 	for {

@@ -427,8 +427,8 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Respon
 }
 
 // readResponse reads the final response header, passing 1xx responses to
-// the request's httptrace.ClientTrace.Got1xxResponse (ReverseProxy forwards
-// them). A response parseBufferedResponse read comes with room for its
+// the request's httptrace.ClientTrace.Got1xxResponse (forward passes them
+// on). A response parseBufferedResponse read comes with room for its
 // h1Body (body).
 func (c *h1Conn) readResponse(req *http.Request) (_ *http.Response, body *h1Body, _ error) {
 	c.limit = maxResponseHeaderBytes
