@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // h1Response is a response read by parseBufferedResponse, allocated in one
@@ -19,8 +21,9 @@ type h1Response struct {
 // parseBufferedResponse reads the common response, whole in br's buffer,
 // in fewer allocations than http.ReadResponse (9 of them, issue #13):
 // "HTTP/1.1", a status of 200-599 other than 204 and 304, header lines
-// ending in CRLF that http.ReadResponse takes as they are, and one
-// Content-Length, to a request other than HEAD and CONNECT. The header's
+// ending in CRLF that http.ReadResponse takes as they are, one
+// Content-Length and no "Connection: close", to a request other than HEAD
+// and CONNECT. The header's
 // keys and values are substrings of one string. For anything else it
 // returns nil and consumes nothing, and the caller reads with
 // http.ReadResponse; what it returns is what http.ReadResponse would
@@ -94,7 +97,7 @@ func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
 		}
 		key := textproto.CanonicalMIMEHeaderKey(line[:colon])
 		switch key {
-		case "Connection", "Transfer-Encoding", "Trailer", "Pragma":
+		case "Transfer-Encoding", "Trailer", "Pragma":
 			return nil // framing or header rewrites of http.ReadResponse's own
 		case "Content-Length":
 			if r.resp.ContentLength >= 0 {
@@ -115,6 +118,9 @@ func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
 	}
 	if r.resp.ContentLength < 0 {
 		return nil // read to EOF: the connection closes after it
+	}
+	if httpguts.HeaderValuesContainsToken(r.resp.Header["Connection"], "close") {
+		return nil // http.ReadResponse deletes it and sets Close
 	}
 	br.Discard(end + 4)
 	if r.resp.ContentLength == 0 {

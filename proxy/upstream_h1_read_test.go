@@ -25,6 +25,8 @@ func FuzzParseBufferedResponse(f *testing.F) {
 	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", "GET")
 	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 1\nX: y\r\n\r\nx", "GET")
 	f.Add("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx", "GET")
+	f.Add("HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok", "GET")
+	f.Add("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\nConnection: x, Close\r\n\r\nok", "GET")
 	f.Add("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", "GET")
 	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "HEAD")
 	f.Add("HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n", "GET")
