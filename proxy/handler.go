@@ -280,6 +280,9 @@ type exchange struct {
 
 // ServeHTTP routes and proxies r; see Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		growStack() // a new goroutine per request
+	}
 	start := time.Now()
 	x := &exchange{h: h, in: r, w: w}
 	rec := &x.rec
