@@ -200,17 +200,18 @@ func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {
 // its values appended to *vals. Nil values stay nil, as http.Header.Clone
 // keeps them.
 func outboundHeader(in http.Header, vals *[]string) http.Header {
-	var listed []string // canonical names that Connection lists
+	var buf [4]string
+	listed := buf[:0] // names that Connection lists
 	for _, f := range in["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {
-				listed = append(listed, textproto.CanonicalMIMEHeaderKey(sf))
+				listed = append(listed, sf)
 			}
 		}
 	}
 	out := make(http.Header, len(in))
 	for k, vv := range in {
-		if isHopHeader(k) || isForwardedHeader(k) || len(listed) > 0 && contains(listed, k) {
+		if isHopHeader(k) || isForwardedHeader(k) || len(listed) > 0 && namesHeader(listed, k) {
 			continue
 		}
 		if vv == nil {
@@ -224,13 +225,26 @@ func outboundHeader(in http.Header, vals *[]string) http.Header {
 	return out
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
+// namesHeader reports whether one of names is k once canonicalised, as
+// h.Del(name) would find k, without allocating the canonical names that
+// textproto does not keep (such as "Keep-Alive").
+func namesHeader(names []string, k string) bool {
+	for _, n := range names {
+		if canonicalIs(n, k) {
 			return true
 		}
 	}
 	return false
+}
+
+// canonicalIs reports whether textproto.CanonicalMIMEHeaderKey(name) == k:
+// a token canonicalises to the canonical key it equals in any case, any
+// other name to itself.
+func canonicalIs(name, k string) bool {
+	if !isTokenString(name) {
+		return name == k
+	}
+	return equalFoldASCII(name, k) && textproto.CanonicalMIMEHeaderKey(k) == k
 }
 
 // isHopHeader reports whether k is one of the hop-by-hop headers of RFC
@@ -281,11 +295,16 @@ func (x *exchange) setXForwarded(pr *httputil.ProxyRequest) {
 
 // removeHopByHopHeaders removes hop-by-hop headers.
 func removeHopByHopHeaders(h http.Header) {
-	// RFC 7230, section 6.1: Remove headers listed in the "Connection" header.
+	// RFC 7230, section 6.1: Remove headers listed in the "Connection"
+	// header, as h.Del(sf) would.
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {
-				h.Del(sf)
+				for k := range h {
+					if canonicalIs(sf, k) {
+						delete(h, k)
+					}
+				}
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -179,4 +180,22 @@ func mapKeys(h http.Header) func(func(string) bool) {
 			}
 		}
 	}
+}
+
+// FuzzCanonicalIs checks canonicalIs against textproto: it must find
+// exactly the keys that http.Header.Del(name) deletes.
+func FuzzCanonicalIs(f *testing.F) {
+	f.Add("keep-alive", "Keep-Alive")
+	f.Add("X-FOO", "X-Foo")
+	f.Add("x-foo", "x-foo")
+	f.Add("foo bar", "foo bar")
+	f.Add("Foo Bar", "Foo bar")
+	f.Add("x_y", "X_y")
+	f.Add("\u212aeep-alive", "Keep-Alive")
+	f.Add("", "")
+	f.Fuzz(func(t *testing.T, name, k string) {
+		if got, want := canonicalIs(name, k), textproto.CanonicalMIMEHeaderKey(name) == k; got != want {
+			t.Fatalf("canonicalIs(%q, %q) = %v; CanonicalMIMEHeaderKey gives %q", name, k, got, textproto.CanonicalMIMEHeaderKey(name))
+		}
+	})
 }
