@@ -70,8 +70,18 @@ func (x *exchange) forward(rw http.ResponseWriter, req *http.Request) {
 		n += len(vv)
 	}
 	x.vals = make([]string, 0, n)
-	x.trace.Got1xxResponse = x.got1xx
-	out := req.WithContext(httptrace.WithClientTrace(ctx, &x.trace))
+	out := &x.out
+	if ctx == req.Context() {
+		*out = *req
+	} else {
+		out = req.WithContext(ctx)
+	}
+	if _, ok := x.route.transport.(*upstreamTransport); !ok {
+		// Another transport learns of 1xx responses by a ClientTrace;
+		// ours is given got1xx (RoundTrip).
+		x.trace.Got1xxResponse = x.got1xx
+		out = out.WithContext(httptrace.WithClientTrace(ctx, &x.trace))
+	}
 	out.Header = outboundHeader(req.Header, &x.vals)
 	x.url = *req.URL
 	out.URL = &x.url

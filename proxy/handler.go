@@ -267,6 +267,7 @@ type exchange struct {
 	triedBuf [2]*upstream
 	outURL   url.URL // outbound URL before SetURL, the base for retries
 
+	out   http.Request          // the outbound request, unless forward needed a new context
 	url   url.URL               // the outbound request's URL
 	vals  []string              // backing array of the outbound header's values
 	pr    httputil.ProxyRequest // given to rewrite and the RequestHook
@@ -476,7 +477,13 @@ func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		u := x.upstream
 		start := time.Now()
-		resp, err := x.route.transport.RoundTrip(req)
+		var resp *http.Response
+		var err error
+		if t, ok := x.route.transport.(*upstreamTransport); ok {
+			resp, err = t.roundTrip(req, x.got1xx)
+		} else {
+			resp, err = x.route.transport.RoundTrip(req) // 1xx through forward's ClientTrace
+		}
 		if err == nil {
 			p.transportOK(u)
 			u.series.response(resp.StatusCode, time.Since(start))
