@@ -192,26 +192,18 @@ type switchProtocolCopier struct {
 	user, backend io.ReadWriter
 }
 
-func (c switchProtocolCopier) copyFromBackend(errc chan<- error) {
-	if _, err := io.Copy(c.user, c.backend); err != nil {
-		errc <- err
-		return
-	}
-	// backend conn has reached EOF so propagate close write to user conn
-	if wc, ok := c.user.(interface{ CloseWrite() error }); ok {
-		errc <- wc.CloseWrite()
-		return
-	}
-	errc <- errCopyDone
-}
+func (c switchProtocolCopier) copyFromBackend(errc chan<- error) { copyHalf(c.user, c.backend, errc) }
 
-func (c switchProtocolCopier) copyToBackend(errc chan<- error) {
-	if _, err := io.Copy(c.backend, c.user); err != nil {
+func (c switchProtocolCopier) copyToBackend(errc chan<- error) { copyHalf(c.backend, c.user, errc) }
+
+// copyHalf copies src to dst until src ends, then closes dst for writing
+// if it can, and sends the outcome on errc.
+func copyHalf(dst, src io.ReadWriter, errc chan<- error) {
+	if _, err := io.Copy(dst, src); err != nil {
 		errc <- err
 		return
 	}
-	// user conn has reached EOF so propagate close write to backend conn
-	if wc, ok := c.backend.(interface{ CloseWrite() error }); ok {
+	if wc, ok := dst.(interface{ CloseWrite() error }); ok {
 		errc <- wc.CloseWrite()
 		return
 	}
