@@ -27,9 +27,11 @@ import (
 // copy buffers and no FlushInterval, made cheaper per request (issue #13):
 // the outbound header is built in one pass, with one backing array for its
 // values, instead of cloned and then deleted from name by name; the
-// outbound request is a shallow copy, as it is only ever read; a response
-// header is copied into rw's by reference; Content-Type is parsed only
-// when it may be text/event-stream. Everything it sends, writes, flushes
+// outbound request is a shallow copy kept in the exchange (its header, URL
+// and trailer are its own), and our transport takes got1xx directly rather
+// than through a ClientTrace in a new context; a response header is copied
+// into rw's by reference; Content-Type is parsed only when it may be
+// text/event-stream. Everything it sends, writes, flushes
 // and answers is what ReverseProxy would: hop-by-hop headers (with those
 // that Connection lists) removed in both directions, "Te: trailers" and
 // Upgrade kept, a client's Forwarded and X-Forwarded-* dropped, unparsable
