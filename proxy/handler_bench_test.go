@@ -131,7 +131,7 @@ func TestHandlerAllocationBudget(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	bytes := (after.TotalAlloc - before.TotalAlloc) / (runs + 1) // AllocsPerRun adds a warm-up run
 	t.Logf("%.0f allocs, %d bytes per request", allocs, bytes)
-	// Measured: 14 allocations and 3.0 KiB (28 and 3.2 KiB through
+	// Measured: 14 allocations and 3.2 KiB (28 and 3.2 KiB through
 	// httputil.ReverseProxy, issue #13); under -race sync.Pool drops a
 	// quarter of what is put back, so 11 KiB. Without the pool: 36 KiB.
 	if allocs > 16 {
