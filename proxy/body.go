@@ -110,7 +110,7 @@ func (b *clientBody) failed() error {
 }
 
 // Close is held back until the body was read, so an unread body stays
-// readable for a retry; ReverseProxy closes the body it wrapped when
+// readable for a retry; forward closes the body it wrapped when
 // ServeHTTP returns.
 func (b *clientBody) Close() error {
 	if b.read.Load() {

@@ -2,12 +2,12 @@ package proxy
 
 import "sync"
 
-// copyBufferSize is the size of the buffers ReverseProxy copies bodies
+// copyBufferSize is the size of the buffers forward copies bodies
 // through: io.Copy's own size, and Caddy's.
 const copyBufferSize = 32 << 10
 
-// bufferPool is an httputil.BufferPool. Without one ReverseProxy allocates a
-// 32 KiB buffer for every response (80% of a proxied GET's bytes allocated,
+// bufferPool is an httputil.BufferPool, which forward copies responses
+// through. Without one ReverseProxy allocates a 32 KiB buffer for every response (80% of a proxied GET's bytes allocated,
 // issue #13). Buffers are pooled as array pointers, so Get and Put do not
 // allocate.
 type bufferPool struct{ pool sync.Pool }

@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"slices"
@@ -27,7 +29,7 @@ type HandlerConfig struct {
 	// errors. If nil, zap.NewNop() is used.
 	Logger *zap.Logger
 	// AccessLog receives one "request" line per request at info level. If
-	// nil, zap.NewNop() is used and nothing is logged.
+	// nil, nothing is logged and a request spends nothing on it.
 	AccessLog *zap.Logger
 	// AccessFormat is the layout of AccessLog lines. If empty, AccessJSON.
 	AccessFormat AccessFormat
@@ -73,7 +75,8 @@ type HandlerConfig struct {
 }
 
 // Handler is the proxy's http.Handler: it routes each request by host and
-// path to an upstream pool and proxies it with httputil.ReverseProxy. It is
+// path to an upstream pool and proxies it as httputil.ReverseProxy would
+// (see exchange.forward). It is
 // safe for concurrent use. Active health checks run only between Start and
 // Stop; CheckNow runs one round on demand.
 //
@@ -87,7 +90,8 @@ type Handler struct {
 	checkers   []*healthChecker
 	transports []*upstreamTransport // built by NewHandler; closed idle by Stop
 	log        *zap.Logger
-	accessLog  *zap.Logger
+	errorLog   *log.Logger // h.log at warn level, for forward's messages
+	accessLog  *zap.Logger // nil: none, and no clock read for it
 	accessFmt  AccessFormat
 	hook       func(*httputil.ProxyRequest)
 	covered    func(serverName, host string) bool
@@ -108,7 +112,6 @@ type route struct {
 	prefix    string
 	pool      *pool
 	transport http.RoundTripper
-	proxy     httputil.ReverseProxy // copied into each exchange
 }
 
 // NewHandler validates cfg.Routes and builds the handler. It does no I/O:
@@ -139,13 +142,10 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
-	if h.accessLog == nil {
-		h.accessLog = zap.NewNop()
-	}
 	if h.now == nil {
 		h.now = time.Now
 	}
-	stdLog, _ := zap.NewStdLogAt(h.log, zap.WarnLevel) // fails only for invalid levels
+	h.errorLog, _ = zap.NewStdLogAt(h.log, zap.WarnLevel) // fails only for invalid levels
 	for i := range cfg.Routes {
 		rc := cfg.Routes[i]
 		rc.Hosts = slices.Clone(rc.Hosts)
@@ -162,7 +162,6 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 			base = t
 		}
 		r := &route{index: i, cfg: rc, prefix: rc.pathPrefix(), pool: p, transport: base}
-		r.proxy = httputil.ReverseProxy{ErrorLog: stdLog, BufferPool: copyBuffers}
 		h.routes = append(h.routes, r)
 		if rc.HealthCheck.enabled() {
 			h.checkers = append(h.checkers, newHealthChecker(p, rc.HealthCheck, base, h.log))
@@ -248,29 +247,46 @@ func (h *Handler) Health() []UpstreamHealth {
 }
 
 // exchange is one request's way through the proxy. ServeHTTP makes one per
-// request, and the ReverseProxy it runs has the exchange's methods as its
-// Rewrite, Transport and ErrorHandler, so the per-request state is plain
-// fields that all of them share. They run on the request's goroutine, except
-// that the transport may read body on its own (see clientBody).
+// request (one allocation for all of the fields) and forwards it; rewrite,
+// RoundTrip and proxyError are forward's steps, so the per-request state is
+// plain fields that all of them share. They run on the request's goroutine,
+// except that the transport may read body on its own (see clientBody) and
+// got1xx runs where the transport reads the response.
 type exchange struct {
 	h        *Handler
 	route    *route
-	in       *http.Request       // inbound request as given to ReverseProxy
+	in       *http.Request       // inbound request
 	w        http.ResponseWriter // the server's writer, for the body's read deadline
+	rec      accessRecorder      // wraps w; what the response is written to
 	body     *clientBody         // wraps the outbound body; nil until the first attempt with one
 	upstream *upstream           // upstream of the current attempt; counted in flight
 	tried    []*upstream         // upstreams attempted, in order
 	triedBuf [2]*upstream
 	outURL   url.URL // outbound URL before SetURL, the base for retries
-	rp       httputil.ReverseProxy
+
+	out   http.Request          // the outbound request, unless forward needed a new context
+	url   url.URL               // the outbound request's URL
+	vals  []string              // backing array of the outbound header's values
+	pr    httputil.ProxyRequest // given to rewrite and the RequestHook
+	trace httptrace.ClientTrace // forwards 1xx responses (got1xx)
+
+	// rtMu protects rtDone: got1xx writes to rec only until the round trip
+	// returned.
+	rtMu   sync.Mutex
+	rtDone bool
 }
 
 // ServeHTTP routes and proxies r; see Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	rec := &accessRecorder{ResponseWriter: w}
+	if r.ProtoMajor == 2 {
+		growStack() // a new goroutine per request
+	}
 	x := &exchange{h: h, in: r, w: w}
-	defer h.logAccess(rec, r, x, start) // also on panic(http.ErrAbortHandler)
+	rec := &x.rec
+	rec.ResponseWriter = w
+	if h.accessLog != nil {
+		defer h.logAccess(rec, r, x, time.Now()) // also on panic(http.ErrAbortHandler)
+	}
 
 	if h.covered != nil && r.TLS != nil && !h.covered(r.TLS.ServerName, r.Host) {
 		writeProxyError(rec, http.StatusMisdirectedRequest)
@@ -303,13 +319,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.inflight.Add(1)
 	defer func() { x.upstream.inflight.Add(-1) }()
 
-	x.rp = rt.proxy
-	x.rp.Rewrite = x.rewrite
-	x.rp.Transport = x
-	x.rp.ErrorHandler = x.proxyError
-	x.rp.ServeHTTP(rec, r)
+	x.forward(rec, r)
 }
 
+// rewrite addresses pr.Out to the upstream and sets the proxy's headers.
 func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	x.outURL = *pr.Out.URL
 	pr.SetURL(x.upstream.url)
@@ -323,9 +336,9 @@ func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del("Upgrade")
 		pr.Out.Header.Del("Connection")
 	}
-	pr.SetXForwarded() // X-Forwarded-Proto is "https" when pr.In.TLS != nil
+	x.setXForwarded(pr) // X-Forwarded-Proto is "https" when pr.In.TLS != nil
 	if ip := pr.Out.Header.Get("X-Forwarded-For"); ip != "" {
-		pr.Out.Header["X-Real-Ip"] = []string{ip}
+		x.setHeader(pr.Out.Header, "X-Real-Ip", ip)
 	}
 	if x.h.hook != nil {
 		x.h.hook(pr)
@@ -337,8 +350,8 @@ func (rt *route) allowsUpgrade(proto string) bool {
 	return slices.ContainsFunc(rt.cfg.upgrades(), func(p string) bool { return strings.EqualFold(p, proto) })
 }
 
-// proxyError is ReverseProxy's ErrorHandler: the attempt failed before a
-// response header was written to the client. A failure of the client's own
+// proxyError answers a request whose attempt failed before a response
+// header was written to the client. A failure of the client's own
 // body is answered as the client's error.
 func (x *exchange) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if berr := x.body.failed(); berr != nil {
@@ -442,7 +455,7 @@ func (e *DialError) Error() string { return "dialing upstream " + e.Addr + ": " 
 
 func (e *DialError) Unwrap() error { return e.Err }
 
-// RoundTrip makes the exchange the ReverseProxy's transport. It sends the
+// RoundTrip is forward's round trip. It sends the
 // request to the upstream ServeHTTP chose and, when connecting to it failed
 // (a *DialError), to another usable upstream of the pool, each at most once,
 // and only while the request body is unread: it never resends a request that
@@ -450,29 +463,35 @@ func (e *DialError) Unwrap() error { return e.Err }
 // the metrics, except a failure of the client's own body, which says nothing
 // about the upstream.
 func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
-	p, m := x.route.pool, x.h.metrics
+	p := x.route.pool
 	if req.Body != nil && req.Body != http.NoBody {
-		// Wrapped here rather than in ServeHTTP: ReverseProxy's own
-		// wrapper fails every Read once the transport closed it, which a
-		// failed dial does; clientBody holds that Close back.
+		// Wrapped here rather than in ServeHTTP: forward's own wrapper
+		// fails every Read once the transport closed it, which a failed
+		// dial does; clientBody holds that Close back. req is forward's
+		// own copy.
 		x.body = newClientBody(req.Body, &x.route.cfg.Limits, http.NewResponseController(x.w), time.Now())
-		req = req.Clone(req.Context())
 		req.Body = x.body
 	}
 	for {
 		u := x.upstream
 		start := time.Now()
-		resp, err := x.route.transport.RoundTrip(req)
+		var resp *http.Response
+		var err error
+		if t, ok := x.route.transport.(*upstreamTransport); ok {
+			resp, err = t.roundTrip(req, x.got1xx)
+		} else {
+			resp, err = x.route.transport.RoundTrip(req) // 1xx through forward's ClientTrace
+		}
 		if err == nil {
 			p.transportOK(u)
-			m.response(u.name, resp.StatusCode, time.Since(start))
+			u.series.response(resp.StatusCode, time.Since(start))
 			return resp, nil
 		}
 		if x.body.failed() != nil {
 			return nil, err // the client's fault: see proxyError
 		}
 		kind := upstreamErrorKind(req.Context(), err)
-		m.failure(u.name, kind, time.Since(start))
+		u.series.failure(kind, time.Since(start))
 		if kind != ErrorKindCanceled {
 			p.transportFailed(u)
 		}

@@ -9,15 +9,15 @@ import (
 
 // ProxyHeaders are the request headers only the proxy sets. Whatever a
 // client sends under these names, in any case and with "_" for "-", never
-// reaches an upstream: ReverseProxy drops Forwarded and X-Forwarded-*,
+// reaches an upstream: forward drops Forwarded and X-Forwarded-*,
 // rewrite sets X-Forwarded-* and X-Real-IP anew, and headerPolicy strips
 // the rest (HandlerConfig.ProxyHeaders adds more, such as the session-ID
 // header).
 var ProxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"}
 
-// rewriteDeletes are the headers ReverseProxy removes from the outbound
-// request before it calls Rewrite: headerPolicy need not delete them again,
-// only their spellings with "_".
+// rewriteDeletes are the headers forward leaves out of the outbound request
+// before it calls rewrite, as ReverseProxy does before Rewrite: headerPolicy
+// need not delete them again, only their spellings with "_".
 var rewriteDeletes = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
 
 // headerPolicy cleans the headers of an outbound request.

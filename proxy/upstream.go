@@ -44,6 +44,8 @@ type upstream struct {
 
 	inflight atomic.Int64 // requests being proxied to it (least_conn)
 
+	series *upstreamSeries // its metrics; nil without a Registerer
+
 	// down, ejectedUntil and failures are read lock-free on the request
 	// path; down and ejectedUntil change only with mu held.
 	down         atomic.Bool  // failed active checks
@@ -80,6 +82,7 @@ func newPool(rc *RouteConfig, now func() time.Time, log *zap.Logger, m *upstream
 	for _, raw := range rc.Upstreams {
 		u, _ := parseUpstreamURL(raw) // validated by ValidateRoutes
 		up := &upstream{url: u, name: u.String(), reported: true}
+		up.series = m.series(up.name)
 		p.upstreams = append(p.upstreams, up)
 		m.setHealthy(up.name, true)
 	}
@@ -270,20 +273,62 @@ func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C,
 	return c, nil
 }
 
-func (m *upstreamMetrics) response(upstream string, code int, d time.Duration) {
-	if m == nil {
-		return
-	}
-	m.requests.WithLabelValues(upstream, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(upstream).Observe(d.Seconds())
+// upstreamSeries is one upstream's series of the request collectors, each
+// looked up by its labels once, on first use, and kept: a response costs
+// no label lookup (issue #13). A series appears in the output once it was
+// used, as with WithLabelValues. A nil *upstreamSeries records nothing.
+type upstreamSeries struct {
+	m        *upstreamMetrics
+	name     string
+	duration atomic.Pointer[observerChild]
+	codes    [500]atomic.Pointer[counterChild] // by status code - 100
 }
 
-func (m *upstreamMetrics) failure(upstream, kind string, d time.Duration) {
+type (
+	observerChild struct{ prometheus.Observer }
+	counterChild  struct{ prometheus.Counter }
+)
+
+// series returns upstream's series; nil if m is nil.
+func (m *upstreamMetrics) series(upstream string) *upstreamSeries {
 	if m == nil {
+		return nil
+	}
+	return &upstreamSeries{m: m, name: upstream}
+}
+
+func (s *upstreamSeries) response(code int, d time.Duration) {
+	if s == nil {
 		return
 	}
-	m.errors.WithLabelValues(upstream, kind).Inc()
-	m.duration.WithLabelValues(upstream).Observe(d.Seconds())
+	if code < 100 || code > 599 { // an upstream's odd code: not worth a slot
+		s.m.requests.WithLabelValues(s.name, strconv.Itoa(code)).Inc()
+	} else {
+		c := s.codes[code-100].Load()
+		if c == nil {
+			c = &counterChild{s.m.requests.WithLabelValues(s.name, strconv.Itoa(code))}
+			s.codes[code-100].Store(c) // racing stores store the same child
+		}
+		c.Inc()
+	}
+	s.observe(d)
+}
+
+func (s *upstreamSeries) failure(kind string, d time.Duration) {
+	if s == nil {
+		return
+	}
+	s.m.errors.WithLabelValues(s.name, kind).Inc()
+	s.observe(d)
+}
+
+func (s *upstreamSeries) observe(d time.Duration) {
+	o := s.duration.Load()
+	if o == nil {
+		o = &observerChild{s.m.duration.WithLabelValues(s.name)}
+		s.duration.Store(o)
+	}
+	o.Observe(d.Seconds())
 }
 
 func (m *upstreamMetrics) clientError(reason string) {

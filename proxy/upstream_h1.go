@@ -59,12 +59,32 @@ var (
 	errBodyClosed         = errors.New("proxy: read on closed upstream response body")
 )
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper. 1xx responses go to the
+// request's httptrace.ClientTrace.Got1xxResponse.
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req, nil)
+}
+
+// got1xxFunc takes a 1xx response, as httptrace.ClientTrace.Got1xxResponse
+// does.
+type got1xxFunc = func(code int, header textproto.MIMEHeader) error
+
+// roundTrip is RoundTrip with got1xx, if not nil, taking the 1xx responses
+// instead of a ClientTrace: forward passes its own, so that the pool's
+// requests need no context value to carry it (issue #13).
+func (t *upstreamTransport) roundTrip(req *http.Request, got1xx got1xxFunc) (*http.Response, error) {
 	if req.URL.Scheme != "http" || req.Header["Upgrade"] != nil || req.Header["Expect"] != nil {
+		if got1xx != nil {
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got1xxResponse: got1xx}))
+		}
 		return t.std.RoundTrip(req)
 	}
-	return t.pool(req.URL.Host).roundTrip(req)
+	if got1xx == nil {
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
+			got1xx = trace.Got1xxResponse
+		}
+	}
+	return t.pool(req.URL.Host).roundTrip(req, got1xx)
 }
 
 // CloseIdleConnections closes every idle connection; connections in use
@@ -148,7 +168,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // header. A request that needs no body to be resent and failed on a reused
 // connection before any byte of a response came back (the upstream closed
 // it while idle) is sent again on another.
-func (p *h1Pool) roundTrip(req *http.Request) (*http.Response, error) {
+func (p *h1Pool) roundTrip(req *http.Request, got1xx got1xxFunc) (*http.Response, error) {
 	ctx := req.Context()
 	if p.cfg.noKeepAlive && !req.Close {
 		r := *req // the upstream is told, as http.Transport's DisableKeepAlives tells it
@@ -170,7 +190,7 @@ func (p *h1Pool) roundTrip(req *http.Request) (*http.Response, error) {
 			closeRequestBody(req)
 			return nil, err
 		}
-		resp, err, retry := c.roundTrip(req, &rt)
+		resp, err, retry := c.roundTrip(req, &rt, got1xx)
 		if err == nil {
 			return resp, nil
 		}
@@ -363,7 +383,7 @@ func (c *h1Conn) close() {
 // had served a request before and nothing at all came back on it (the
 // upstream closed it while idle), so req never reached the upstream's
 // handler.
-func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Response, _ error, retry bool) {
+func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget, got1xx got1xxFunc) (_ *http.Response, _ error, retry bool) {
 	ctx := req.Context()
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
@@ -398,7 +418,7 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Respon
 		w = &bodyWriter{c: c, done: make(chan error, 1)}
 		go w.write(req)
 	}
-	resp, err := c.readResponse(req)
+	resp, fast, err := c.readResponse(req, got1xx)
 	if w != nil {
 		w.gotHeader()
 	} else {
@@ -417,34 +437,48 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget) (_ *http.Respon
 		finish(c, stop, w, closeAfter, true)
 		return resp, nil, false
 	}
-	resp.Body = &h1Body{c: c, rc: resp.Body, stop: stop, w: w, closeAfter: closeAfter}
+	b := fast
+	if b == nil {
+		b = new(h1Body)
+	}
+	*b = h1Body{c: c, rc: resp.Body, stop: stop, w: w, closeAfter: closeAfter}
+	resp.Body = b
 	return resp, nil, false
 }
 
 // readResponse reads the final response header, passing 1xx responses to
-// the request's httptrace.ClientTrace.Got1xxResponse (ReverseProxy forwards
-// them).
-func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
+// got1xx if not nil (forward passes them on). A response
+// parseBufferedResponse read comes with room for its h1Body (body).
+func (c *h1Conn) readResponse(req *http.Request, got1xx got1xxFunc) (_ *http.Response, body *h1Body, _ error) {
 	c.limit = maxResponseHeaderBytes
 	defer func() { c.limit = -1 }()
 	for {
+		if _, err := c.br.Peek(1); err != nil { // wait for the response
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // as http.ReadResponse reports it
+			}
+			return nil, nil, err
+		}
+		if r := parseBufferedResponse(c.br, req); r != nil {
+			return &r.resp, &r.body, nil
+		}
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			return nil, errUpstreamSwitched
+			return nil, nil, errUpstreamSwitched
 		case resp.StatusCode < 200:
-			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-					return nil, err
+			if got1xx != nil {
+				if err := got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+					return nil, nil, err
 				}
 				c.limit = maxResponseHeaderBytes
 			}
 			continue
 		}
-		return resp, nil
+		return resp, nil, nil
 	}
 }
 

@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/textproto"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// h1Response is a response read by parseBufferedResponse, allocated in one
+// piece with its body readers.
+type h1Response struct {
+	resp  http.Response
+	fixed fixedBody // resp.Body's source when it has one
+	body  h1Body    // what roundTrip hands out as resp.Body
+}
+
+// parseBufferedResponse reads the common response, whole in br's buffer,
+// in fewer allocations than http.ReadResponse (9 of them, issue #13):
+// "HTTP/1.1", a status of 200-599 other than 204 and 304, header lines
+// ending in CRLF that http.ReadResponse takes as they are, one
+// Content-Length and no "Connection: close", to a request other than HEAD
+// and CONNECT. The header's
+// keys and values are substrings of one string. For anything else it
+// returns nil and consumes nothing, and the caller reads with
+// http.ReadResponse; what it returns is what http.ReadResponse would
+// (FuzzParseBufferedResponse).
+func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
+	if req.Method == http.MethodHead || req.Method == http.MethodConnect {
+		return nil
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil
+	}
+	const proto = "HTTP/1.1 "
+	if !bytes.HasPrefix(buf, []byte(proto)) || end < len(proto)+3 {
+		return nil
+	}
+	nl := bytes.IndexByte(buf, '\n')
+	if nl-1 < len(proto)+3 || nl+1 > end {
+		return nil // no header, so no Content-Length either
+	}
+	// Status line: "HTTP/1.1 ", three digits, then the end of the line or
+	// a space and a reason of any bytes but CR.
+	code := 0
+	for _, c := range buf[len(proto) : len(proto)+3] {
+		if c < '0' || c > '9' {
+			return nil
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil
+	}
+	if rest := buf[len(proto)+3 : nl-1]; len(rest) > 0 && rest[0] != ' ' || bytes.IndexByte(rest, '\r') >= 0 {
+		return nil
+	}
+	if buf[nl-1] != '\r' {
+		return nil
+	}
+	lines := bytes.Count(buf[nl+1:end+2], []byte("\n"))
+	block := string(buf[:end+2]) // every string of the response is cut from it
+	r := &h1Response{}
+	r.resp = http.Response{
+		Status: block[len(proto) : nl-1], StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: make(http.Header, lines), ContentLength: -1, Request: req,
+	}
+	vals := make([]string, lines)
+	for s := block[nl+1:]; s != ""; {
+		var line string
+		if i := indexByteString(s, '\n'); i >= 0 {
+			line, s = s[:i], s[i+1:]
+		} else {
+			line, s = s, ""
+		}
+		if len(line) == 0 || line[len(line)-1] != '\r' {
+			return nil // a bare LF
+		}
+		line = line[:len(line)-1]
+		colon := indexByteString(line, ':')
+		if colon <= 0 || !isTokenString(line[:colon]) {
+			return nil
+		}
+		if line[0] == ' ' || line[0] == '\t' || len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+			return nil // obsolete line folding
+		}
+		v := line[colon+1:]
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return nil
+			}
+		}
+		key := textproto.CanonicalMIMEHeaderKey(line[:colon])
+		switch key {
+		case "Transfer-Encoding", "Trailer", "Pragma":
+			return nil // framing or header rewrites of http.ReadResponse's own
+		case "Content-Length":
+			if r.resp.ContentLength >= 0 {
+				return nil
+			}
+			if r.resp.ContentLength = parseDecimal(trimOWS(v)); r.resp.ContentLength < 0 {
+				return nil
+			}
+		}
+		vv := r.resp.Header[key]
+		if vv == nil {
+			vv, vals = vals[:1:1], vals[1:]
+			vv[0] = trimOWS(v)
+		} else {
+			vv = append(vv, trimOWS(v))
+		}
+		r.resp.Header[key] = vv
+	}
+	if r.resp.ContentLength < 0 {
+		return nil // read to EOF: the connection closes after it
+	}
+	if httpguts.HeaderValuesContainsToken(r.resp.Header["Connection"], "close") {
+		return nil // http.ReadResponse deletes it and sets Close
+	}
+	br.Discard(end + 4)
+	if r.resp.ContentLength == 0 {
+		r.resp.Body = http.NoBody
+	} else {
+		r.fixed = fixedBody{br: br, n: r.resp.ContentLength}
+		r.resp.Body = &r.fixed
+	}
+	return r
+}
+
+// fixedBody reads a body of known length from the connection's buffered
+// reader, as http.ReadResponse's body does: io.EOF with the last byte,
+// io.ErrUnexpectedEOF if the connection ends before it.
+type fixedBody struct {
+	br *bufio.Reader
+	n  int64 // bytes left
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.n == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	b.n -= int64(n)
+	switch {
+	case b.n == 0:
+		err = io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// Close does nothing: h1Body ends the exchange.
+func (b *fixedBody) Close() error { return nil }
+
+func indexByteString(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// isTokenString reports whether s is a valid header field name (RFC 9110
+// token), which textproto canonicalises.
+func isTokenString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || !tokenTable[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenTable = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// trimOWS trims spaces and tabs at both ends, as textproto does to values.
+func trimOWS(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// parseDecimal parses a Content-Length of 1 to 18 digits; -1 if it is not
+// one.
+func parseDecimal(s string) int64 {
+	if s == "" || len(s) > 18 {
+		return -1
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return -1
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	return n
+}
