@@ -211,8 +211,10 @@ func TestAdminPprofProfileOutlivesTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("profile of %d bytes: %v", len(body), err)
 	}
-	if d < 2*time.Second {
-		t.Fatalf("profile covers %v, want the full 2s asked for (the request was cut short)", d)
+	// The profile's own record of its length may fall a hair short of 2s
+	// (1.999s seen); a cut would end it at the 1s write timeout.
+	if d < 1500*time.Millisecond {
+		t.Fatalf("profile covers %v, want the 2s asked for (the request was cut short)", d)
 	}
 }
 
