@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -41,22 +40,7 @@ import (
 // connection, and a broken response body aborting the client's response
 // (http.ErrAbortHandler).
 func (x *exchange) forward(rw http.ResponseWriter, req *http.Request) {
-	ctx := req.Context()
-	if ctx.Done() == nil {
-		if cn, ok := rw.(http.CloseNotifier); ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithCancel(ctx)
-			defer cancel()
-			notifyChan := cn.CloseNotify()
-			go func() {
-				select {
-				case <-notifyChan:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-		}
-	}
+	ctx := req.Context() // net/http cancels it when the client goes away
 
 	reqUpType := upgradeType(req.Header)
 	if !isPrintASCII(reqUpType) {

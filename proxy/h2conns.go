@@ -29,6 +29,7 @@ import (
 // x/net/http2's Server and ServeConn are deprecated in favour of net/http,
 // which offers no way to serve one connection; they remain supported.
 type h2Conns struct {
+	//lint:ignore SA1019 see above
 	srv  *http2.Server
 	base *http.Server
 	// connContext derives a connection's base context, as
@@ -46,6 +47,7 @@ type h2Conns struct {
 // registers the GOAWAY that base.Shutdown sends to every HTTP/2
 // connection) and returns the h2Conns that serves them.
 func newH2Conns(base *http.Server, connContext func(context.Context, net.Conn) context.Context) (*h2Conns, error) {
+	//lint:ignore SA1019 see h2Conns
 	h := &h2Conns{srv: &http2.Server{}, base: base, connContext: connContext, conns: make(map[*tls.Conn]struct{})}
 	//lint:ignore SA1019 net/http cannot serve one connection on a goroutine of ours (see h2Conns)
 	if err := http2.ConfigureServer(base, h.srv); err != nil {
