@@ -258,7 +258,8 @@ func TestH1InformationalResponses(t *testing.T) {
 }
 
 // TestH1RequestBodies: Content-Length and chunked bodies (with a trailer)
-// arrive whole, and the connection is reused after each.
+// arrive whole on at most one connection each (reuse after a body is not
+// guaranteed: see finish).
 func TestH1RequestBodies(t *testing.T) {
 	t.Parallel()
 	var conns atomic.Int64
@@ -300,8 +301,11 @@ func TestH1RequestBodies(t *testing.T) {
 	if string(b) != "POST chunked chunked" || resp.Header.Get("X-Trailer") != "7" {
 		t.Errorf("chunked body: upstream saw %q, trailer %q", b, resp.Header.Get("X-Trailer"))
 	}
-	if n := conns.Load(); n != 1 {
-		t.Errorf("%d connections, want 1", n)
+	// The connection is pooled again only if the body's writer goroutine
+	// had ended when the response did (finish); when the response wins
+	// that race the connection is closed, so the second request may dial.
+	if n := conns.Load(); n != 1 && n != 2 {
+		t.Errorf("%d connections, want 1 (2 if the first was not reused)", n)
 	}
 }
 
