@@ -274,15 +274,21 @@ func TestFleetRedisSentinel(t *testing.T) {
 	rs.WaitPromoted()
 	promoted := time.Since(start)
 	// The nodes are back on the store once a fresh session written through
-	// one node resumes on another; the breaker may hold them off for its
-	// cooldown first.
+	// one node resumes on the next, all the way round: every node reads
+	// and writes the new master (each breaker may hold its node off for
+	// its cooldown first, and one node alone coming back proves nothing
+	// of the others).
 	back := false
 	for deadline := time.Now().Add(30 * time.Second); !back && time.Now().Before(deadline); {
 		cache := tls.NewLRUClientSessionCache(1)
 		if _, _, err := dial(nodes[0].Addr().String(), tls.VersionTLS13, cache); err != nil {
 			t.Fatal(err)
 		}
-		back, _, _ = dial(nodes[1].Addr().String(), tls.VersionTLS13, cache)
+		back = true
+		for _, n := range []*App{nodes[1], nodes[2], nodes[0]} {
+			ok, _, _ := dial(n.Addr().String(), tls.VersionTLS13, cache)
+			back = back && ok
+		}
 	}
 	total, failed, resumed := stop()
 	ticketsUnderLoad(t, "failover", stopTickets, 2)
