@@ -197,14 +197,7 @@ func (x *exchange) got1xx(code int, header textproto.MIMEHeader) error {
 // keeps them.
 func outboundHeader(in http.Header, vals *[]string) http.Header {
 	var buf [4]string
-	listed := buf[:0] // names that Connection lists
-	for _, f := range in["Connection"] {
-		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				listed = append(listed, sf)
-			}
-		}
-	}
+	listed := connectionListed(in, buf[:0])
 	out := make(http.Header, len(in))
 	for k, vv := range in {
 		if isHopHeader(k) || isForwardedHeader(k) || len(listed) > 0 && namesHeader(listed, k) {
@@ -289,27 +282,30 @@ func (x *exchange) setXForwarded(pr *httputil.ProxyRequest) {
 	}
 }
 
-// removeHopByHopHeaders removes hop-by-hop headers.
+// removeHopByHopHeaders removes the hop-by-hop headers of RFC 9110,
+// Section 7.6.1: those Connection lists, as h.Del(name) would, and the
+// known ones (isHopHeader).
 func removeHopByHopHeaders(h http.Header) {
-	// RFC 7230, section 6.1: Remove headers listed in the "Connection"
-	// header, as h.Del(sf) would.
-	for _, f := range h["Connection"] {
-		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
-				for k := range h {
-					if canonicalIs(sf, k) {
-						delete(h, k)
-					}
-				}
-			}
-		}
-	}
-	// RFC 2616, section 13.5.1: Remove a set of known hop-by-hop headers.
+	var buf [4]string
+	listed := connectionListed(h, buf[:0])
 	for k := range h {
-		if isHopHeader(k) {
+		if isHopHeader(k) || len(listed) > 0 && namesHeader(listed, k) {
 			delete(h, k)
 		}
 	}
+}
+
+// connectionListed appends to names the header names h's Connection
+// header lists, and returns it.
+func connectionListed(h http.Header, names []string) []string {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				names = append(names, sf)
+			}
+		}
+	}
+	return names
 }
 
 // copyHeader adds src's values to dst, as dst.Add would one by one; a key
