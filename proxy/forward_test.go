@@ -56,7 +56,7 @@ func TestForwardMatchesReverseProxy(t *testing.T) {
 			w.(http.Flusher).Flush()
 			io.WriteString(w, seen.String())
 		case "/hop":
-			h.Set("Connection", "X-Bar, close")
+			h.Set("Connection", "X-Bar, keep-alive") // with "close" Go's server would write "Connection: close" alone
 			h.Set("X-Bar", "hop")
 			h.Set("Keep-Alive", "timeout=5")
 			h.Set("Proxy-Connection", "keep-alive")
