@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -33,12 +34,40 @@ type Server struct {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	// Below the kernel's ephemeral range: a port that range hands out can
+	// be taken by any test's outgoing connection between this check and the
+	// server's bind (a Redis Cluster node once failed to bind its bus port
+	// that way in CI). Ports below it are handed out only on request.
+	if lo := ephemeralLow(); lo > 1024+1000 {
+		for range 100 {
+			port := 1024 + rand.IntN(lo-1024)
+			if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				ln.Close()
+				return port
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("finding a free port: %v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range, or 0
+// if it is unknown (not Linux).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
 
 func need(t testing.TB, bin string) string {
