@@ -25,6 +25,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/buildinfo"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demoapp"
+	"github.com/edgeproxy/edgeproxy/internal/heapfloor"
 	"github.com/edgeproxy/edgeproxy/internal/promreg"
 	"github.com/edgeproxy/edgeproxy/internal/secretfile"
 	"github.com/edgeproxy/edgeproxy/proxy"
@@ -523,6 +524,10 @@ func Run(ctx context.Context, opts Options, stdout io.Writer) error {
 	if err := a.Start(); err != nil {
 		return err
 	}
+	// The heap floor is process-wide, so Run (the serve command) sets it,
+	// not New: tests run several nodes in one process.
+	floor := startHeapFloor(a.log, a.config().GC)
+	defer floor.Stop()
 	fmt.Fprintf(stdout, "edgeproxy serving https://%s (resumption: %s)\n", a.Addr(), a.sessions.mode)
 	if ad := a.AdminAddr(); ad != nil {
 		fmt.Fprintf(stdout, "admin: http://%s/metrics\n", ad)
@@ -534,7 +539,9 @@ func Run(ctx context.Context, opts Options, stdout io.Writer) error {
 		select {
 		case <-hup:
 			a.log.Info("SIGHUP: reloading")
-			_ = a.Reload()
+			if a.Reload() == nil {
+				floor.Set(a.config().GC.Floor())
+			}
 		case <-ctx.Done():
 			timeout := a.cfg.ShutdownTimeout
 			if timeout == 0 {
@@ -546,4 +553,21 @@ func Run(ctx context.Context, opts Options, stdout io.Writer) error {
 			return a.Shutdown(sctx)
 		}
 	}
+}
+
+// config is the configuration in use (Reload replaces it).
+func (a *App) config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// startHeapFloor starts the GC heap floor c asks for, unless the GOGC
+// environment variable is set: then the operator has chosen the pacing.
+func startHeapFloor(log *zap.Logger, c heapfloor.Config) *heapfloor.Floor {
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		log.Info("gc heap floor off: GOGC is set", zap.String("gogc", v))
+		return nil
+	}
+	return heapfloor.Start(c.Floor())
 }

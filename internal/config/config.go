@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/edgeproxy/edgeproxy/internal/heapfloor"
 	"github.com/edgeproxy/edgeproxy/proxy"
 	"github.com/edgeproxy/edgeproxy/proxy/acme"
 	"github.com/edgeproxy/edgeproxy/resumption"
@@ -71,6 +72,9 @@ type Config struct {
 	Routes []proxy.RouteConfig `yaml:"routes"`
 	// Resumption configures TLS session resumption.
 	Resumption Resumption `yaml:"resumption"`
+	// GC sets the heap floor below which the garbage collector does not
+	// run (#13). Absent: heapfloor.DefaultMinHeapBytes.
+	GC heapfloor.Config `yaml:"gc"`
 }
 
 // Log configures zap.
@@ -388,6 +392,9 @@ func (c *Config) Validate() error {
 		if cc.Key == "" {
 			add("tls.certificates[%d].key: required", i)
 		}
+	}
+	if err := c.GC.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, c.TLS.validateClientAuth()...)
 	if c.TLS.ACME != nil {

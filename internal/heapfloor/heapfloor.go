@@ -30,12 +30,47 @@
 package heapfloor
 
 import (
+	"fmt"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 )
+
+// DefaultMinHeapBytes is the floor when Config.MinHeapBytes is zero. At
+// 32 MiB a node under handshake load collects a few times a second instead
+// of dozens; a node with more than about 10,000 idle connections is past
+// it on GOGC alone.
+const DefaultMinHeapBytes = 32 << 20
+
+// Config is the gc section of the configuration file.
+type Config struct {
+	// MinHeapBytes is the heap size below which the collector does not
+	// start a cycle (see the package doc). If zero, DefaultMinHeapBytes is
+	// used; -1 turns the floor off (Go's own pacing). The floor is off
+	// too when the GOGC environment variable is set: the operator chose.
+	MinHeapBytes int64 `yaml:"min_heap_bytes"`
+}
+
+// Validate checks c without side effects.
+func (c Config) Validate() error {
+	if c.MinHeapBytes < -1 {
+		return fmt.Errorf("gc.min_heap_bytes: must be positive, or -1 for no floor, got %d", c.MinHeapBytes)
+	}
+	return nil
+}
+
+// Floor is the floor in bytes c asks for; 0 for none.
+func (c Config) Floor() int64 {
+	switch c.MinHeapBytes {
+	case 0:
+		return DefaultMinHeapBytes
+	case -1:
+		return 0
+	}
+	return c.MinHeapBytes
+}
 
 // maxPercent bounds the percent a Floor sets: with a live heap of a few
 // hundred kB, a 32 MiB floor asks for about 10000.
@@ -70,13 +105,10 @@ type sentinel struct{ _ *byte }
 
 // Start sets the GC percent so that the heap may grow to minBytes before
 // the next cycle, and again after every cycle, until Stop. The percent is
-// never set below the one found (GOGC, 100 by default). Start returns nil,
-// and changes nothing, when minBytes is not positive or when the collector
-// is off (GOGC=off).
+// never set below the one found (GOGC, 100 by default); a minBytes that is
+// not positive leaves it there until Set. Start returns nil, and changes
+// nothing, when the collector is off (GOGC=off).
 func Start(minBytes int64) *Floor {
-	if minBytes <= 0 {
-		return nil
-	}
 	base := gcPercent()
 	if base < 0 {
 		return nil

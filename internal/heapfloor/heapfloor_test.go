@@ -133,20 +133,32 @@ func TestFloorStopRestores(t *testing.T) {
 	}
 }
 
-// TestFloorOffCases: no floor, or the collector off, changes nothing; a
-// nil Floor's methods do nothing.
+// TestFloorOffCases: no floor leaves the percent alone until Set; with
+// the collector off Start changes nothing; a nil Floor's methods do
+// nothing.
 func TestFloorOffCases(t *testing.T) {
-	if f := Start(0); f != nil {
-		t.Error("Start(0) returned a Floor")
+	runtime.GC()
+	f := Start(0)
+	if p := gcPercent(); p != f.base {
+		t.Errorf("percent %d after Start(0), want GOGC's %d", p, f.base)
 	}
+	f.Set(64 << 20)
+	if g := heapGoal(); !within(g, 64<<20) {
+		t.Errorf("heap goal %d after Set, want about %d", g, 64<<20)
+	}
+	f.Set(-1)
+	if p := gcPercent(); p != f.base {
+		t.Errorf("percent %d after Set(-1), want GOGC's %d", p, f.base)
+	}
+	f.Stop()
+
 	old := debug.SetGCPercent(-1)
-	f := Start(64 << 20)
+	nf := Start(64 << 20)
 	p := gcPercent()
 	debug.SetGCPercent(old)
-	if f != nil || p >= 0 {
-		t.Errorf("with GOGC=off: Start returned %v and the percent is %d, want nil and off", f, p)
+	if nf != nil || p >= 0 {
+		t.Errorf("with GOGC=off: Start returned %v and the percent is %d, want nil and off", nf, p)
 	}
-	var nf *Floor
 	nf.Set(1 << 30)
 	nf.Stop()
 }
