@@ -530,7 +530,8 @@ func finish(c *h1Conn, stop func() bool, w *bodyWriter, closeAfter, clean bool) 
 }
 
 // h1Body is an upstream response body. Read to its end, it returns the
-// connection to the pool; closed before, or broken, it closes it.
+// connection to the pool, its last Read waiting if need be for the request
+// body's last write (finish); closed before, or broken, it closes it.
 type h1Body struct {
 	c          *h1Conn
 	rc         io.ReadCloser // as http.ReadResponse made it
