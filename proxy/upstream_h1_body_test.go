@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -10,78 +9,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// TestH1EarlyResponseUnfinishedBody: an upstream that answers, keep-alive,
-// while part of the body is still to come closes the connection (finish does
-// not wait for a client that may never finish), and the next request goes on
-// a new one: the upstream never sees another request after the half body.
-func TestH1EarlyResponseUnfinishedBody(t *testing.T) {
-	t.Parallel()
-	type bodyEnd struct {
-		n   int64
-		err error
-	}
-	firstBody := make(chan bodyEnd, 1)
-	var accepted atomic.Int64
-	ln := serveTCP(t, &accepted, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			r, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if r.ContentLength <= 0 {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				continue
-			}
-			head := make([]byte, len("partial"))
-			if _, err := io.ReadFull(r.Body, head); err != nil {
-				firstBody <- bodyEnd{0, err}
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n\r\nbig")
-			n, err := io.Copy(io.Discard, r.Body) // as a keep-alive server must
-			firstBody <- bodyEnd{int64(len(head)) + n, err}
-			if err != nil {
-				return
-			}
-		}
-	})
-	url := "http://" + ln.Addr().String()
-	tr := newUpstreamTransport(&RouteConfig{}, nil)
-	t.Cleanup(tr.CloseIdleConnections)
-
-	pr, pw := io.Pipe()
-	t.Cleanup(func() { pw.Close() }) // ends the body's writer, still reading it
-	go io.WriteString(pw, "partial") // the rest never comes
-	req, _ := http.NewRequest("POST", url, pr)
-	req.ContentLength = 1 << 20
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 413 || string(b) != "big" {
-		t.Fatalf("got %d %q, want the upstream's early 413 \"big\"", resp.StatusCode, b)
-	}
-	if p := tr.pool(req.URL.Host); p.open != 0 || len(p.idle) != 0 {
-		t.Errorf("after an early response to a half-sent body: %d open, %d idle, want none", p.open, len(p.idle))
-	}
-	if _, body := h1Get(t, tr, "GET", url); body != "ok" {
-		t.Errorf("next request: body %q, want ok", body)
-	}
-	if n := accepted.Load(); n != 2 {
-		t.Errorf("%d connections accepted, want 2: the first was closed", n)
-	}
-	if got := <-firstBody; got.err == nil || got.n != int64(len("partial")) {
-		t.Errorf("upstream read %d bytes of the first body, then %v; want the %d sent, then the connection's end", got.n, got.err, len("partial"))
-	}
-}
 
 // failingBody returns its text, then err.
 type failingBody struct {
@@ -108,22 +38,14 @@ func TestH1RequestBodyReadError(t *testing.T) {
 		name := map[bool]string{false: "content-length", true: "chunked"}[chunked]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var conns atomic.Int64
 			bodyErrs := make(chan error, 10)
-			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			up, conns := countedUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				b, err := io.ReadAll(r.Body)
 				if r.Method == "POST" {
 					bodyErrs <- err
 				}
 				io.WriteString(w, string(b))
-			}))
-			up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
-					conns.Add(1)
-				}
-			}
-			up.Start()
-			t.Cleanup(up.Close)
+			})
 			tr := newUpstreamTransport(&RouteConfig{}, nil)
 			t.Cleanup(tr.CloseIdleConnections)
 
@@ -146,13 +68,7 @@ func TestH1RequestBodyReadError(t *testing.T) {
 				t.Error("the upstream read the failed body whole, want it cut short")
 			}
 			req, _ = http.NewRequest("PUT", up.URL, strings.NewReader("whole"))
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) != "whole" {
+			if _, b := h1Do(t, tr, req); b != "whole" {
 				t.Errorf("next request: upstream saw %q, want whole", b)
 			}
 			if n := conns.Load(); n != 2 {
@@ -225,22 +141,12 @@ func TestH1ResponseBeforeLastWrite(t *testing.T) {
 			if cancel {
 				g.onWait = cancelCtx // which closes the connection, and opens the gate
 			}
-			var accepted atomic.Int64
-			ln := serveTCP(t, &accepted, func(c net.Conn) {
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if r.ContentLength > 0 {
-						<-g.held
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					if _, err := io.Copy(io.Discard, r.Body); err != nil {
-						return
-					}
+			up := startRawUpstream(t, func(i int, r *http.Request, w io.Writer) bool {
+				if r.ContentLength > 0 {
+					<-g.held
 				}
+				io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				return true // the body is read after
 			})
 			tr := newUpstreamTransport(&RouteConfig{}, nil)
 			t.Cleanup(tr.CloseIdleConnections)
@@ -252,18 +158,12 @@ func TestH1ResponseBeforeLastWrite(t *testing.T) {
 				}
 				return &gatedConn{Conn: nc, g: g}, nil
 			}
-			url := "http://" + ln.Addr().String()
+			url := up.url()
 
 			req, _ := http.NewRequestWithContext(ctx, "POST", url, opaqueReader{strings.NewReader("hello")})
 			req.ContentLength = 5
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if string(b) != "ok" || err != nil {
-				t.Errorf("body %q, %v; want ok", b, err)
+			if _, b := h1Do(t, tr, req); b != "ok" {
+				t.Errorf("body %q, want ok", b)
 			}
 			p := tr.pool(req.URL.Host)
 			wantConns := int64(1)
@@ -278,7 +178,7 @@ func TestH1ResponseBeforeLastWrite(t *testing.T) {
 			if _, body := h1Get(t, tr, "GET", url); body != "ok" {
 				t.Errorf("next request: body %q, want ok", body)
 			}
-			if n := accepted.Load(); n != wantConns {
+			if n := up.accepted.Load(); n != wantConns {
 				t.Errorf("%d connections, want %d", n, wantConns)
 			}
 		})
@@ -294,18 +194,10 @@ func TestProxiedRequestBodiesReuseConnection(t *testing.T) {
 		name := map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var conns atomic.Int64
-			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			up, conns := countedUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				b, _ := io.ReadAll(r.Body)
 				io.WriteString(w, string(b))
-			}))
-			up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
-					conns.Add(1)
-				}
-			}
-			up.Start()
-			t.Cleanup(up.Close)
+			})
 			h, _ := benchHandler(t, up.URL, nil)
 			front := httptest.NewUnstartedServer(h)
 			front.EnableHTTP2 = h2
@@ -341,18 +233,10 @@ func TestProxiedRequestBodiesReuseConnection(t *testing.T) {
 // 5-byte body (its reader allocated per request by the loop). dials/op is
 // the upstream connections opened per request: 0 once each is reused.
 func BenchmarkProxyRequestBody(b *testing.B) {
-	var conns atomic.Int64
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up, conns := countedUpstream(b, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "ok")
-	}))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	up.Start()
-	defer up.Close()
+	})
 	h, req := benchHandler(b, up.URL, nil)
 	req = req.WithContext(b.Context())
 	req.Method, req.ContentLength = "POST", 5
