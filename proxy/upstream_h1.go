@@ -509,8 +509,8 @@ func (c *h1Conn) alive() bool {
 // A body's writer may still be at work when the response ends, even when
 // the upstream answered only after reading the whole body: it may not have
 // come back from its last write yet. If the body was read whole from the
-// client, finish waits for the write (under the request's context, and a
-// deadline should the upstream not take it) and then decides, so the
+// client, finish waits for the write (under the request's context, for at
+// most maxWriteWaitBeforeReuse) and then decides, so the
 // connection is in the pool before the response's last Read returns and the
 // next request finds it, however the two goroutines were scheduled, as
 // http.Transport's persistConn does (wroteRequest, waitForBodyRead). An

@@ -201,11 +201,17 @@ func (w *bodyWriter) write() {
 	w.done <- err
 }
 
+// maxWriteWaitBeforeReuse bounds how long finish waits for the last write
+// of a body the upstream has answered (net/http's Transport waits as long,
+// maxWriteWaitBeforeConnReuse): an upstream that answered without taking
+// all of it costs the client that much, and the connection.
+const maxWriteWaitBeforeReuse = 50 * time.Millisecond
+
 // wait is finish's: it reports whether the connection may carry another
 // request, given that the response allows it (reuse). It waits for the
-// write only if reuse and the body was read whole; the upstream then has
-// the response header timeout to take what is left of it. A write that
-// failed, or a body not read whole, is a request cut short: false.
+// write only if reuse and the body was read whole, and then for at most
+// maxWriteWaitBeforeReuse. A write that failed or did not end in time, or
+// a body not read whole, is a request cut short: false.
 func (w *bodyWriter) wait(reuse bool) bool {
 	if !reuse || !w.bodyRead.Load() {
 		return false
@@ -214,7 +220,7 @@ func (w *bodyWriter) wait(reuse bool) bool {
 	select {
 	case err = <-w.done:
 	default: // still writing: rare, and the only case with a deadline
-		w.c.nc.SetWriteDeadline(time.Now().Add(w.c.pool.cfg.responseHeader))
+		w.c.nc.SetWriteDeadline(time.Now().Add(maxWriteWaitBeforeReuse))
 		err = <-w.done
 		w.c.nc.SetWriteDeadline(time.Time{})
 	}
