@@ -415,8 +415,8 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget, got1xx got1xxFu
 		// The body goes out while the response is read, as
 		// http.Transport does: an upstream may answer before it read
 		// all of it. The header timeout starts once it is sent.
-		w = &bodyWriter{c: c, done: make(chan error, 1)}
-		go w.write(req)
+		w = newBodyWriter(c, req)
+		go w.write()
 	}
 	resp, fast, err := c.readResponse(req, got1xx)
 	if w != nil {
@@ -504,80 +504,34 @@ func (c *h1Conn) alive() bool {
 }
 
 // finish ends c's exchange: back to the pool if the response was read
-// whole (clean), the request body was sent, and nothing asks to close.
+// whole (clean), the request went out whole, and nothing asks to close.
+//
+// A body's writer may still be at work when the response ends, even when
+// the upstream answered only after reading the whole body: it may not have
+// come back from its last write yet. If the body was read whole from the
+// client, finish waits for the write (under the request's context, for at
+// most maxWriteWaitBeforeReuse) and then decides, so the
+// connection is in the pool before the response's last Read returns and the
+// next request finds it, however the two goroutines were scheduled, as
+// http.Transport's persistConn does (wroteRequest, waitForBodyRead). An
+// unfinished body is not waited for, as the client may never finish it:
+// the connection, on which a request was cut short, is closed.
 func finish(c *h1Conn, stop func() bool, w *bodyWriter, closeAfter, clean bool) {
-	canceled := !stop() // the context fired: c is being closed
-	if w != nil && clean {
-		select {
-		case err := <-w.done:
-			clean = err == nil
-		default:
-			clean = false // still sending a body the upstream did not wait for
-		}
+	reuse := clean && !closeAfter && c.br.Buffered() == 0
+	if w != nil {
+		reuse = w.wait(reuse)
 	}
-	if clean && !canceled && !closeAfter && c.br.Buffered() == 0 {
+	canceled := !stop() // the context fired: c is being closed
+	if reuse && !canceled {
 		c.pool.put(c)
 		return
 	}
 	c.close()
 }
 
-// bodyWriter sends a request on its own goroutine while the response is
-// read, and starts the response header timeout once it is done.
-type bodyWriter struct {
-	c    *h1Conn
-	done chan error // the write's result, once
-
-	// mu protects header, abandoned and err: the header deadline is set
-	// only while no response header came, and a write error is the cause
-	// of a failed exchange only if it came before the reader gave up.
-	mu        sync.Mutex
-	header    bool
-	abandoned bool
-	err       error
-}
-
-func (w *bodyWriter) write(req *http.Request) {
-	err := req.Write(w.c.bw)
-	if err == nil {
-		err = w.c.bw.Flush()
-	}
-	w.mu.Lock()
-	switch {
-	case err != nil && !w.abandoned:
-		w.err = err
-	case err == nil && !w.header:
-		w.c.nc.SetReadDeadline(time.Now().Add(w.c.pool.cfg.responseHeader))
-	}
-	w.mu.Unlock()
-	if err != nil {
-		w.c.nc.Close() // the reader sees it
-	}
-	w.done <- err
-}
-
-// abandon stops the exchange after the response failed: it closes the
-// connection, waits for the write to end (it may be reading the client's
-// body, as http.Transport's would) and returns its error if that came first.
-func (w *bodyWriter) abandon() error {
-	w.mu.Lock()
-	w.abandoned = true
-	err := w.err
-	w.mu.Unlock()
-	w.c.nc.Close()
-	<-w.done
-	return err
-}
-
-func (w *bodyWriter) gotHeader() {
-	w.mu.Lock()
-	w.header = true
-	w.c.nc.SetReadDeadline(time.Time{})
-	w.mu.Unlock()
-}
-
 // h1Body is an upstream response body. Read to its end, it returns the
-// connection to the pool; closed before, or broken, it closes it.
+// connection to the pool, its last Read waiting if need be for the request
+// body's last write (finish); closed before, or broken, it closes it.
 type h1Body struct {
 	c          *h1Conn
 	rc         io.ReadCloser // as http.ReadResponse made it

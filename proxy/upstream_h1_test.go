@@ -62,9 +62,25 @@ func serveTCP(tb testing.TB, accepted *atomic.Int64, handle func(net.Conn)) net.
 	return ln
 }
 
+// countedUpstream starts an httptest upstream serving h, closed when the
+// test ends, and counts the connections it accepts.
+func countedUpstream(tb testing.TB, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	conns := new(atomic.Int64)
+	up := httptest.NewUnstartedServer(h)
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	tb.Cleanup(up.Close)
+	return up, conns
+}
+
 // rawUpstream is an HTTP/1.1 upstream written by hand, for the framings
 // and failures net/http's server never produces. respond answers the i-th
-// request (from 0, over all connections) and reports whether to keep the
+// request (from 0, over all connections), reading as much of its body as
+// it likes (the rest is read after it), and reports whether to keep the
 // connection open.
 type rawUpstream struct {
 	ln       net.Listener
@@ -83,8 +99,11 @@ func startRawUpstream(t *testing.T, respond func(i int, r *http.Request, w io.Wr
 			if err != nil {
 				return
 			}
-			io.Copy(io.Discard, r.Body)
-			if !respond(int(u.served.Add(1)-1), r, c) {
+			keep := respond(int(u.served.Add(1)-1), r, c)
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				return
+			}
+			if !keep {
 				c.Close()
 				u.closed <- struct{}{}
 				return
@@ -96,18 +115,25 @@ func startRawUpstream(t *testing.T, respond func(i int, r *http.Request, w io.Wr
 
 func (u *rawUpstream) url() string { return "http://" + u.ln.Addr().String() }
 
-// get sends a GET through tr and returns the response with its body read.
+// h1Get sends a request without a body through tr and returns the response
+// with its body read.
 func h1Get(t *testing.T, tr http.RoundTripper, method, url string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
+	return h1Do(t, tr, req)
+}
+
+// h1Do sends req through tr and returns the response with its body read.
+func h1Do(t *testing.T, tr http.RoundTripper, req *http.Request) (*http.Response, string) {
+	t.Helper()
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
+		t.Fatalf("%s %s: reading body: %v", req.Method, req.URL, err)
 	}
 	return resp, string(b)
 }
@@ -258,86 +284,93 @@ func TestH1InformationalResponses(t *testing.T) {
 }
 
 // TestH1RequestBodies: Content-Length and chunked bodies (with a trailer)
-// arrive whole on at most one connection each (reuse after a body is not
-// guaranteed: see finish).
+// arrive whole, and the connection carries the next request once the body
+// was sent and the response read: one connection for all of them, however
+// the body's writer and the response's reader are scheduled (finish).
 func TestH1RequestBodies(t *testing.T) {
 	t.Parallel()
-	var conns atomic.Int64
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up, conns := countedUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Trailer", r.Trailer.Get("X-Check"))
 		io.WriteString(w, r.Method+" "+strings.Join(r.TransferEncoding, ",")+" "+string(b))
-	}))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	up.Start()
-	t.Cleanup(up.Close)
+	})
 	tr := newUpstreamTransport(&RouteConfig{}, nil)
 	t.Cleanup(tr.CloseIdleConnections)
 
-	req, _ := http.NewRequest("PUT", up.URL, strings.NewReader("sized"))
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "PUT  sized" {
-		t.Errorf("Content-Length body: upstream saw %q", b)
-	}
+	for i := range 5 {
+		req, _ := http.NewRequest("PUT", up.URL, strings.NewReader("sized"))
+		if _, b := h1Do(t, tr, req); b != "PUT  sized" {
+			t.Errorf("Content-Length body %d: upstream saw %q", i, b)
+		}
 
-	req, _ = http.NewRequest("POST", up.URL, io.MultiReader(strings.NewReader("chun"), strings.NewReader("ked")))
-	req.ContentLength = -1
-	req.Trailer = http.Header{"X-Check": {"7"}}
-	resp, err = tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
+		req, _ = http.NewRequest("POST", up.URL, io.MultiReader(strings.NewReader("chun"), strings.NewReader("ked")))
+		req.ContentLength = -1
+		req.Trailer = http.Header{"X-Check": {"7"}}
+		if resp, b := h1Do(t, tr, req); b != "POST chunked chunked" || resp.Header.Get("X-Trailer") != "7" {
+			t.Errorf("chunked body %d: upstream saw %q, trailer %q", i, b, resp.Header.Get("X-Trailer"))
+		}
 	}
-	b, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "POST chunked chunked" || resp.Header.Get("X-Trailer") != "7" {
-		t.Errorf("chunked body: upstream saw %q, trailer %q", b, resp.Header.Get("X-Trailer"))
-	}
-	// The connection is pooled again only if the body's writer goroutine
-	// had ended when the response did (finish); when the response wins
-	// that race the connection is closed, so the second request may dial.
-	if n := conns.Load(); n != 1 && n != 2 {
-		t.Errorf("%d connections, want 1 (2 if the first was not reused)", n)
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for 10 requests with bodies in a row, want 1", n)
 	}
 }
 
-// TestH1EarlyResponse: an upstream that answers before it read the body
-// gets its answer through, and the connection is not reused.
+// TestH1EarlyResponse: an upstream that answers, keep-alive, before it read
+// the body (none of it, or part) gets its answer through. The connection is
+// closed, as finish does not wait for a client that may never finish its
+// body: the upstream never sees another request after the half body, and
+// the next request goes on a new connection.
 func TestH1EarlyResponse(t *testing.T) {
 	t.Parallel()
-	// Not a rawUpstream: this one answers after the request header.
-	ln := serveTCP(t, new(atomic.Int64), func(c net.Conn) {
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n\r\nbig")
-		io.Copy(io.Discard, br)
-	})
-	pr, pw := io.Pipe()
-	t.Cleanup(func() { pw.Close() })
-	tr := newUpstreamTransport(&RouteConfig{}, nil)
-	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String(), pr)
-	req.ContentLength = 1 << 20
-	resp, err := tr.RoundTrip(req) // the body's reader blocks: nothing of it is sent
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 413 || string(b) != "big" {
-		t.Errorf("got %d %q, want the upstream's early 413 \"big\"", resp.StatusCode, b)
-	}
-	if p := tr.pool(req.URL.Host); len(p.idle) != 0 {
-		t.Errorf("%d idle connections, want 0: the body was not sent", len(p.idle))
+	for _, sent := range []string{"", "partial"} {
+		t.Run(cmp.Or(sent, "nothing"), func(t *testing.T) {
+			t.Parallel()
+			type bodyEnd struct {
+				n   int64
+				err error
+			}
+			firstBody := make(chan bodyEnd, 1)
+			up := startRawUpstream(t, func(i int, r *http.Request, w io.Writer) bool {
+				if r.ContentLength <= 0 {
+					io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					return true
+				}
+				n, err := io.CopyN(io.Discard, r.Body, int64(len(sent)))
+				if err == nil {
+					io.WriteString(w, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n\r\nbig")
+					var m int64
+					m, err = io.Copy(io.Discard, r.Body) // as a keep-alive server must
+					n += m
+				}
+				firstBody <- bodyEnd{n, err}
+				return true
+			})
+			tr := newUpstreamTransport(&RouteConfig{}, nil)
+			t.Cleanup(tr.CloseIdleConnections)
+			pr, pw := io.Pipe()
+			t.Cleanup(func() { pw.Close() }) // ends the body's writer, still reading it
+			if sent != "" {
+				go io.WriteString(pw, sent) // the rest never comes
+			}
+			req, _ := http.NewRequest("POST", up.url(), pr)
+			req.ContentLength = 1 << 20
+			resp, b := h1Do(t, tr, req)
+			if resp.StatusCode != 413 || b != "big" {
+				t.Fatalf("got %d %q, want the upstream's early 413 \"big\"", resp.StatusCode, b)
+			}
+			if p := tr.pool(req.URL.Host); p.open != 0 || len(p.idle) != 0 {
+				t.Errorf("after an early response to an unfinished body: %d open, %d idle, want none", p.open, len(p.idle))
+			}
+			if _, body := h1Get(t, tr, "GET", up.url()); body != "ok" {
+				t.Errorf("next request: body %q, want ok", body)
+			}
+			if n := up.accepted.Load(); n != 2 {
+				t.Errorf("%d connections accepted, want 2: the first was closed", n)
+			}
+			if got := <-firstBody; got.err == nil || got.n != int64(len(sent)) {
+				t.Errorf("upstream read %d bytes of the first body, then %v; want the %d sent, then the connection's end", got.n, got.err, len(sent))
+			}
+		})
 	}
 }
 
@@ -358,9 +391,8 @@ func waitPool(t *testing.T, p *h1Pool, n int) {
 // blockingUpstream answers /block only when release is closed, after it
 // signalled arrived; other paths at once. It counts connections.
 func blockingUpstream(t *testing.T) (up *httptest.Server, conns *atomic.Int64, arrived chan struct{}, release chan struct{}) {
-	conns = new(atomic.Int64)
 	arrived, release = make(chan struct{}, 10), make(chan struct{})
-	up = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up, conns = countedUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/block" {
 			arrived <- struct{}{}
 			select {
@@ -369,14 +401,7 @@ func blockingUpstream(t *testing.T) (up *httptest.Server, conns *atomic.Int64, a
 			}
 		}
 		io.WriteString(w, "ok")
-	}))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	up.Start()
-	t.Cleanup(up.Close)
+	})
 	t.Cleanup(func() {
 		select {
 		case <-release:

@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -146,3 +150,123 @@ func removeZone(host string) string {
 	}
 	return host[:j] + host[i:]
 }
+
+// bodyWriter sends a request with a body on its own goroutine while the
+// response is read, and starts the response header timeout once it is
+// done. finish learns from it whether the request went out whole (wait).
+type bodyWriter struct {
+	c    *h1Conn
+	req  http.Request // the caller's, with body as its Body
+	body sentBody
+	done chan error // the write's result, sent once
+
+	// bodyRead is set once the body gave everything it declared: what is
+	// left of the write depends on the upstream alone, not on the client.
+	bodyRead atomic.Bool
+
+	// mu protects header and err: the header deadline is set only while
+	// no response header came, and a write error is the cause of a failed
+	// exchange only if it came before the reader gave up.
+	mu     sync.Mutex
+	header bool
+	err    error
+}
+
+// newBodyWriter prepares the write of req, whose Body is not nil nor
+// http.NoBody, on c. req itself is not changed.
+func newBodyWriter(c *h1Conn, req *http.Request) *bodyWriter {
+	w := &bodyWriter{c: c, req: *req, done: make(chan error, 1)}
+	w.body = sentBody{rc: req.Body, w: w, left: req.ContentLength}
+	if len(req.TransferEncoding) > 0 {
+		w.body.left = 0 // chunked whatever the length says: done at io.EOF
+	}
+	w.req.Body = &w.body
+	return w
+}
+
+func (w *bodyWriter) write() {
+	err := w.req.Write(w.c.bw)
+	if err == nil {
+		err = w.c.bw.Flush()
+	}
+	w.mu.Lock()
+	w.err = err
+	if err == nil && !w.header {
+		w.c.nc.SetReadDeadline(time.Now().Add(w.c.pool.cfg.responseHeader))
+	}
+	w.mu.Unlock()
+	if err != nil {
+		w.c.nc.Close() // the reader sees it
+	}
+	w.done <- err
+}
+
+// maxWriteWaitBeforeReuse bounds how long finish waits for the last write
+// of a body the upstream has answered (net/http's Transport waits as long,
+// maxWriteWaitBeforeConnReuse): an upstream that answered without taking
+// all of it costs the client that much, and the connection.
+const maxWriteWaitBeforeReuse = 50 * time.Millisecond
+
+// wait is finish's: it reports whether the connection may carry another
+// request, given that the response allows it (reuse). It waits for the
+// write only if reuse and the body was read whole, and then for at most
+// maxWriteWaitBeforeReuse. A write that failed or did not end in time, or
+// a body not read whole, is a request cut short: false.
+func (w *bodyWriter) wait(reuse bool) bool {
+	if !reuse || !w.bodyRead.Load() {
+		return false
+	}
+	var err error
+	select {
+	case err = <-w.done:
+	default: // still writing: rare, and the only case with a deadline
+		w.c.nc.SetWriteDeadline(time.Now().Add(maxWriteWaitBeforeReuse))
+		err = <-w.done
+		w.c.nc.SetWriteDeadline(time.Time{})
+	}
+	return err == nil
+}
+
+// abandon stops the exchange after the response failed: it closes the
+// connection, waits for the write to end (it may be reading the client's
+// body, as http.Transport's would) and returns its error if that came first.
+func (w *bodyWriter) abandon() error {
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	w.c.nc.Close()
+	<-w.done
+	return err
+}
+
+func (w *bodyWriter) gotHeader() {
+	w.mu.Lock()
+	w.header = true
+	w.c.nc.SetReadDeadline(time.Time{})
+	w.mu.Unlock()
+}
+
+// sentBody is a request body as bodyWriter sends it. It sets the writer's
+// bodyRead once it returned io.EOF or, with a Content-Length, that many
+// bytes: an upstream that has them all may answer before req.Write reads
+// again to check for more.
+type sentBody struct {
+	rc   io.ReadCloser
+	w    *bodyWriter
+	left int64 // bytes until the Content-Length; <= 0: unknown or done
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if b.left > 0 {
+		if b.left -= int64(n); b.left <= 0 {
+			b.w.bodyRead.Store(true)
+		}
+	}
+	if err == io.EOF {
+		b.w.bodyRead.Store(true)
+	}
+	return n, err
+}
+
+func (b *sentBody) Close() error { return b.rc.Close() }
