@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -87,6 +88,10 @@ type writeGate struct {
 	heldOnce      sync.Once
 	releaseOnce   sync.Once
 	onWait        func()
+	// expired, if not nil, is closed when a write deadline passes: the
+	// held write then fails as a real one would.
+	expired    chan struct{}
+	expireOnce sync.Once
 }
 
 func (g *writeGate) open() { g.releaseOnce.Do(func() { close(g.release) }) }
@@ -102,7 +107,11 @@ type gatedConn struct {
 func (c *gatedConn) Write(p []byte) (int, error) {
 	if c.writes++; c.writes > 1 {
 		c.g.heldOnce.Do(func() { close(c.g.held) })
-		<-c.g.release
+		select {
+		case <-c.g.release:
+		case <-c.g.expired: // nil unless the gate honours deadlines
+			return 0, os.ErrDeadlineExceeded
+		}
 	}
 	return c.Conn.Write(p)
 }
@@ -110,6 +119,9 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 func (c *gatedConn) SetWriteDeadline(t time.Time) error {
 	if !t.IsZero() {
 		c.g.onWait()
+		if c.g.expired != nil {
+			time.AfterFunc(time.Until(t), func() { c.g.expireOnce.Do(func() { close(c.g.expired) }) })
+		}
 	}
 	return c.Conn.SetWriteDeadline(t)
 }
@@ -127,19 +139,26 @@ type opaqueReader struct{ io.Reader }
 // write is still under way, the body having been read whole (a writeGate
 // holds the write until then, so the response always comes first). finish
 // waits for the write and the connection carries the next request; if the
-// request's context is canceled during that wait, the connection is closed.
+// request's context is canceled during that wait, or the upstream does not
+// take the write within maxWriteWaitBeforeReuse, the connection is closed
+// (without that bound the "stalled" case hangs).
 func TestH1ResponseBeforeLastWrite(t *testing.T) {
 	t.Parallel()
-	for _, cancel := range []bool{false, true} {
-		name := map[bool]string{false: "written", true: "canceled"}[cancel]
-		t.Run(name, func(t *testing.T) {
+	for _, end := range []string{"written", "canceled", "stalled"} {
+		cancel := end != "written"
+		t.Run(end, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancelCtx := context.WithCancel(context.Background())
 			defer cancelCtx()
 			g := &writeGate{held: make(chan struct{}), release: make(chan struct{})}
-			g.onWait = g.open
-			if cancel {
+			switch end {
+			case "written":
+				g.onWait = g.open
+			case "canceled":
 				g.onWait = cancelCtx // which closes the connection, and opens the gate
+			case "stalled":
+				g.onWait = func() {} // the write fails at its deadline
+				g.expired = make(chan struct{})
 			}
 			up := startRawUpstream(t, func(i int, r *http.Request, w io.Writer) bool {
 				if r.ContentLength > 0 {
@@ -170,7 +189,7 @@ func TestH1ResponseBeforeLastWrite(t *testing.T) {
 			if cancel {
 				wantConns = 2
 				if p.open != 0 || len(p.idle) != 0 {
-					t.Errorf("canceled during the wait: %d open, %d idle, want none", p.open, len(p.idle))
+					t.Errorf("%s during the wait: %d open, %d idle, want none", end, p.open, len(p.idle))
 				}
 			} else if len(p.idle) != 1 {
 				t.Errorf("%d idle connections once the response was read, want 1", len(p.idle))
