@@ -15,6 +15,23 @@ type SessionIDer interface {
 	UnwrapSessionID(identity []byte, cs tls.ConnectionState) (ss *tls.SessionState, sessionID string, err error)
 }
 
+// Reissuer is implemented by backends whose TLS 1.2 identities may go back
+// to the client unchanged when a connection resumes with them (Tickets: one
+// sealed under the ring's current key). crypto/tls issues a ticket on every
+// TLS 1.2 resumption, wrapping the same master secret and creation time;
+// the Layer keeps the authentication time and scope too, so that ticket
+// would say what the presented one says. OpenSSL (nginx, HAProxy) sends no
+// new ticket then unless the old one's key is due for renewal; sending the
+// presented one back is the nearest crypto/tls allows, and saves sealing a
+// ticket per resumption (#13). Unlinkability is not lost: a TLS 1.2
+// NewSessionTicket travels in the clear, so an observer links the old and
+// the new ticket anyway. TLS 1.3 tickets are always fresh.
+//
+// Reissuable is called only with an identity the backend has just opened.
+type Reissuer interface {
+	Reissuable(identity []byte) bool
+}
+
 // ConnBackend is implemented by backends that must see how a connection's
 // handshake ended before they act on what its hooks did (the stateful
 // backends, #12): crypto/tls issues a TLS 1.3 ticket (and a TLS 1.2 ticket
@@ -58,6 +75,9 @@ type ConnSession struct {
 	resumed bool
 	opened  bool // UnwrapSession handed crypto/tls a session
 	done    bool
+	// reissue is the TLS 1.2 identity the handshake opened, while it may
+	// be sent back as the ticket crypto/tls issues (Reissuer).
+	reissue []byte
 }
 
 // SessionID returns the session identifier, or "" when the connection has
@@ -86,6 +106,7 @@ func (c *ConnSession) HandshakeDone(err error) {
 		return
 	}
 	c.done = true
+	c.reissue = nil
 	if c.bc != nil {
 		c.bc.HandshakeDone(err)
 	}
@@ -133,6 +154,11 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 		authAt := rec.authAt
 		if cs.DidResume {
 			rec.resumed = true
+			if id := rec.reissue; id != nil && cs.Version == tls.VersionTLS12 {
+				rec.reissue = nil
+				l.counts.wrapOK.Inc()
+				return id, nil
+			}
 		}
 		if !cs.DidResume || authAt == 0 {
 			authAt = l.now().Unix()
@@ -147,6 +173,9 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 		ss, authAt, id := l.unwrap(ider, identity, cs)
 		if ss != nil {
 			rec.authAt, rec.id, rec.opened = authAt, id, true
+			if cs.Version == tls.VersionTLS12 && l.reissuer != nil && l.reissuer.Reissuable(identity) {
+				rec.reissue = identity // crypto/tls's, unchanged until the handshake ends
+			}
 		}
 		return ss, nil
 	}

@@ -1,12 +1,18 @@
 package resumption
 
 import (
+	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgeproxy/edgeproxy/ticketkeys"
 )
 
 // sidBackend is a Backend with session identifiers, to test ConnConfig's
@@ -207,4 +213,106 @@ func TestConnConfigRoutesToBackendConn(t *testing.T) {
 	}
 	var nilRec *ConnSession
 	nilRec.HandshakeDone(nil) // must not panic
+}
+
+// swapRing is a RingSource whose ring a test replaces (a rotation).
+type swapRing struct{ r atomic.Pointer[ticketkeys.Ring] }
+
+func (s *swapRing) Ring() *ticketkeys.Ring { return s.r.Load() }
+
+// ticketCache is a client session cache that records every ticket the
+// server sends.
+type ticketCache struct {
+	tls.ClientSessionCache
+	mu      sync.Mutex
+	tickets [][]byte
+}
+
+func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		if ticket, _, err := cs.ResumptionState(); err == nil {
+			c.mu.Lock()
+			c.tickets = append(c.tickets, ticket)
+			c.mu.Unlock()
+		}
+	}
+	c.ClientSessionCache.Put(key, cs)
+}
+
+func (c *ticketCache) last() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.tickets) == 0 {
+		return nil
+	}
+	return c.tickets[len(c.tickets)-1]
+}
+
+// TestTLS12ResumptionReissuesTicket: a TLS 1.2 resumption with a ticket
+// sealed under the ring's current key gets that ticket back as its new one
+// (nothing sealed, as OpenSSL sends none); under an older key still in the
+// ring, a fresh ticket under the current key. TLS 1.3 tickets stay fresh.
+func TestTLS12ResumptionReissuesTicket(t *testing.T) {
+	t.Parallel()
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tlsName(v), func(t *testing.T) {
+			t.Parallel()
+			ring := &swapRing{}
+			old := testRing(t).r
+			ring.r.Store(old)
+			tickets, err := NewTickets(TicketsConfig{Keys: ring})
+			if err != nil {
+				t.Fatal(err)
+			}
+			layer, m := newLayer(t, Config{Mode: ModeTickets, Backend: tickets})
+			base := &tls.Config{Certificates: []tls.Certificate{testCert(t, "a.test")}, MinVersion: v, MaxVersion: v}
+			perConn := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				c, _ := layer.ConnConfig(base)
+				return c, nil
+			}}
+			cache := &ticketCache{ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+			client := &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MinVersion: v, MaxVersion: v}
+			keyName := func(ticket []byte) ticketkeys.Name {
+				return ticketkeys.Name(ticket[ticketNameOff:ticketSaltOff])
+			}
+
+			if handshake(t, perConn, client) {
+				t.Fatal("first connection resumed")
+			}
+			t1 := cache.last()
+			if !handshake(t, perConn, client) {
+				t.Fatal("second connection did not resume")
+			}
+			t2 := cache.last()
+			if same := bytes.Equal(t1, t2); same != (v == tls.VersionTLS12) {
+				t.Fatalf("ticket after a resumption equal to the one presented: %v, want %v", same, v == tls.VersionTLS12)
+			}
+
+			// Rotate: a new current key, the old one still opens tickets.
+			k := &ticketkeys.Key{}
+			rand.Read(k.Name[:])
+			rand.Read(k.Secret[:])
+			rotated, err := ticketkeys.NewRing(k, old.Current())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ring.r.Store(rotated)
+			if !handshake(t, perConn, client) {
+				t.Fatal("no resumption with a ticket under the previous key")
+			}
+			t3 := cache.last()
+			if bytes.Equal(t3, t2) || keyName(t3) != k.Name {
+				t.Fatalf("resumed under the previous key: new ticket under key %s (same as presented: %v), want a fresh one under %s", keyName(t3), bytes.Equal(t3, t2), k.Name)
+			}
+			if !handshake(t, perConn, client) {
+				t.Fatal("no resumption with a ticket under the current key")
+			}
+			if same := bytes.Equal(cache.last(), t3); same != (v == tls.VersionTLS12) {
+				t.Fatalf("after the rotation: ticket equal to the one presented: %v, want %v", same, v == tls.VersionTLS12)
+			}
+			if got := testutil.ToFloat64(m.wrap.WithLabelValues(ModeTickets, "ok")); got != 4 {
+				t.Fatalf("wrap ok = %v, want 4 (a ticket sent back counts as handed out)", got)
+			}
+		})
+	}
 }

@@ -114,6 +114,7 @@ type Layer struct {
 	backend  Backend
 	ider     SessionIDer // backend, if it names its sessions
 	cb       ConnBackend // backend, if it keeps per-connection state
+	reissuer Reissuer    // backend, if its TLS 1.2 identities may be sent again
 	lifetime time.Duration
 	scope    func(tls.ConnectionState) string
 	now      func() time.Time
@@ -139,6 +140,7 @@ func New(cfg Config) (*Layer, error) {
 	}
 	l.ider, _ = cfg.Backend.(SessionIDer)
 	l.cb, _ = cfg.Backend.(ConnBackend)
+	l.reissuer, _ = cfg.Backend.(Reissuer)
 	if l.now == nil {
 		l.now = time.Now
 	}

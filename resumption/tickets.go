@@ -123,6 +123,8 @@ func NewTickets(cfg TicketsConfig) (*Tickets, error) {
 	return t, nil
 }
 
+var _ Reissuer = (*Tickets)(nil)
+
 var errNoRing = errors.New("resumption: no ticket key ring loaded")
 
 // WrapSession seals ss under the ring's current key and returns the ticket.
@@ -132,6 +134,8 @@ var errNoRing = errors.New("resumption: no ticket key ring loaded")
 // crypto/tls calls WrapSession for every ticket it issues, including the
 // fresh ticket it sends on every resumption, so a client that resumed with a
 // ticket under an older ring key leaves with one under the current key.
+// (Through Layer.ConnConfig, a TLS 1.2 resumption with a ticket under the
+// current key gets that ticket back instead: see Reissuable.)
 func (t *Tickets) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	if ss == nil {
 		return nil, errors.New("resumption: WrapSession called with a nil session")
@@ -147,6 +151,16 @@ func (t *Tickets) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]by
 	ticket, err := t.seal(ring.Current(), state)
 	clear(state) // it holds the master secret in the clear
 	return ticket, err
+}
+
+// Reissuable reports whether identity, a ticket UnwrapSession opened, is
+// sealed under the ring's current key: then a TLS 1.2 resumption may send it
+// back as its new ticket (Reissuer); under an older key, a fresh ticket
+// moves the client to the current one.
+func (t *Tickets) Reissuable(identity []byte) bool {
+	ring := t.keys.Ring()
+	return ring != nil && len(identity) >= ticketOverhead && identity[0] == ticketVersion &&
+		ticketkeys.Name(identity[ticketNameOff:ticketSaltOff]) == ring.Current().Name
 }
 
 // seal returns plaintext sealed under key in ticket format v1. The ticket is
