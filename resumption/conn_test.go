@@ -216,7 +216,9 @@ func TestConnConfigRoutesToBackendConn(t *testing.T) {
 }
 
 // swapRing is a RingSource whose ring a test replaces (a rotation).
-type swapRing struct{ r atomic.Pointer[ticketkeys.Ring] }
+type swapRing struct {
+	r atomic.Pointer[ticketkeys.Ring]
+}
 
 func (s *swapRing) Ring() *ticketkeys.Ring { return s.r.Load() }
 
