@@ -569,5 +569,8 @@ func startHeapFloor(log *zap.Logger, c heapfloor.Config) *heapfloor.Floor {
 		log.Info("gc heap floor off: GOGC is set", zap.String("gogc", v))
 		return nil
 	}
+	if c.Floor() > 0 {
+		log.Info("gc heap floor", zap.Int64("min_heap_bytes", c.Floor()))
+	}
 	return heapfloor.Start(c.Floor())
 }
