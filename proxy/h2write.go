@@ -33,7 +33,8 @@ import (
 // deadline around each write, would not bound the gathered writes; the
 // server leaves it unset.
 type h2WriteConn struct {
-	*tls.Conn // Read, deadlines, ConnectionState (for the request's TLS)
+	*tls.Conn        // Read, deadlines, ConnectionState (for the request's TLS)
+	flushFn   func() // c.flush, bound once: "go c.flush()" allocates a closure per call
 
 	// mu protects the fields below; cond waits on it for writing to end.
 	mu   sync.Mutex
@@ -53,6 +54,7 @@ const maxGathered = 16 << 10
 func newH2WriteConn(tc *tls.Conn) *h2WriteConn {
 	c := &h2WriteConn{Conn: tc}
 	c.cond.L = &c.mu
+	c.flushFn = c.flush
 	return c
 }
 
@@ -72,7 +74,7 @@ func (c *h2WriteConn) Write(b []byte) (int, error) {
 			*c.gathered = append(*c.gathered, b...)
 			if !c.flushing {
 				c.flushing = true
-				go c.flush()
+				go c.flushFn()
 			}
 			c.mu.Unlock()
 			return len(b), nil
