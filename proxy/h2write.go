@@ -26,12 +26,17 @@ import (
 // waits for, or does, the write itself, so a client that stops reading
 // stops the server's writer as it would without h2WriteConn, and a
 // per-stream WriteTimeout still resets the stream. A write error is
-// returned by the next Write. Close writes what is gathered first (bounded
-// by heldFlushTimeout, as lastWrites does), so that a GOAWAY flushed just
-// before it is sent; a Close during a write closes at once, as
-// tls.Conn.Close does. x/net's WriteByteTimeout, which sets a write
-// deadline around each write, would not bound the gathered writes; the
-// server leaves it unset.
+// returned by the next Write. Close lets the write under way end and
+// writes what is gathered (both bounded by heldFlushTimeout, as lastWrites
+// does), so that a GOAWAY flushed just before it is sent. x/net's
+// WriteByteTimeout, which sets a write deadline around each write, would
+// not bound the gathered writes; the server leaves it unset. An idle
+// connection holds no buffer and no goroutine of h2WriteConn's: 128 bytes.
+//
+// Measured under h2load -c16 -m8 against one upstream (#13): write calls
+// per proxied request 2.9 → 1.2 (one of them the upstream's), server CPU
+// per request 42 → 32 µs; for a handler that only writes "ok", 1.9 → 0.16
+// write calls and 26-32 → 15 µs per request.
 type h2WriteConn struct {
 	*tls.Conn        // Read, deadlines, ConnectionState (for the request's TLS)
 	flushFn   func() // c.flush, bound once: "go c.flush()" allocates a closure per call
