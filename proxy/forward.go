@@ -65,8 +65,7 @@ func (x *exchange) forward(rw http.ResponseWriter, req *http.Request) {
 	if _, ok := x.route.transport.(*upstreamTransport); !ok {
 		// Another transport learns of 1xx responses by a ClientTrace;
 		// ours is given got1xx (RoundTrip).
-		x.trace.Got1xxResponse = x.got1xx
-		out = out.WithContext(httptrace.WithClientTrace(ctx, &x.trace))
+		out = out.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: x.got1xx}))
 	}
 	out.Header = outboundHeader(req.Header, &x.vals)
 	x.url = *req.URL

@@ -72,11 +72,12 @@ func (h *h2Conns) serve(tc *tls.Conn) {
 }
 
 // run is the goroutine of one connection. Its frame stays small: it is
-// below the serve loop for the whole life of the connection.
+// below the serve loop for the whole life of the connection. The server
+// writes through an h2WriteConn, which gathers its flushes (h2write.go).
 func (h *h2Conns) run(tc *tls.Conn) {
 	defer h.done(tc)
 	//lint:ignore SA1019 see h2Conns
-	h.srv.ServeConn(tc, &http2.ServeConnOpts{
+	h.srv.ServeConn(newH2WriteConn(tc), &http2.ServeConnOpts{
 		Context:    h.connContext(context.Background(), tc),
 		BaseConfig: h.base,
 		Handler:    h.base.Handler,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 )
@@ -89,5 +90,15 @@ func TestShutdownClosesHTTP2WhenContextEnds(t *testing.T) {
 		if hf, ok := f.(*http2.MetaHeadersFrame); ok && hf.StreamID == 1 {
 			t.Fatal("stream 1 answered while its handler was blocked")
 		}
+	}
+}
+
+// TestExchangeSize guards the size of the one allocation every proxied
+// request makes for its exchange (#13): the 640-byte size class, down from
+// 1,024 bytes. It measures; it does not time.
+func TestExchangeSize(t *testing.T) {
+	t.Parallel()
+	if n := unsafe.Sizeof(exchange{}); n > 640 {
+		t.Errorf("exchange is %d bytes, want at most 640 (a larger one takes the next size class)", n)
 	}
 }
