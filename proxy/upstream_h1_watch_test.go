@@ -149,3 +149,21 @@ func TestH1SlowResponseHeader(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkProxyRequestContextPerRequest is
+// BenchmarkProxyRequestCannedUpstream with a new cancelable context per
+// request, as net/http's server gives each: watching it costs more than
+// watching a long-lived one (its done channel and its children's map are
+// made for the watch). Measured: 12 allocations, 2 of them the benchmark's
+// own; 19 when every exchange was watched (#13).
+func BenchmarkProxyRequestContextPerRequest(b *testing.B) {
+	h, req := benchHandler(b, cannedUpstream(b), nil)
+	w := &discardWriter{}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		ctx, cancel := context.WithCancel(b.Context())
+		h.ServeHTTP(w, req.WithContext(ctx))
+		cancel()
+	}
+}
