@@ -477,7 +477,7 @@ func (x *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		var resp *http.Response
 		var err error
 		if t, ok := x.route.transport.(*upstreamTransport); ok {
-			resp, err = t.roundTrip(req, x.got1xx)
+			resp, err = t.roundTrip(req, x) // x.got1xx takes 1xx responses
 		} else {
 			resp, err = x.route.transport.RoundTrip(req) // 1xx through forward's ClientTrace
 		}

@@ -131,11 +131,16 @@ func TestHandlerAllocationBudget(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	bytes := (after.TotalAlloc - before.TotalAlloc) / (runs + 1) // AllocsPerRun adds a warm-up run
 	t.Logf("%.0f allocs, %d bytes per request", allocs, bytes)
-	// Measured: 14 allocations and 3.2 KiB (28 and 3.2 KiB through
+	// Measured: 15 allocations and 3.0 KiB (28 and 3.2 KiB through
 	// httputil.ReverseProxy, issue #13); under -race sync.Pool drops a
-	// quarter of what is put back, so 11 KiB. Without the pool: 36 KiB.
-	if allocs > 16 {
-		t.Errorf("%.0f allocations per proxied request, budget 16", allocs)
+	// quarter of what is put back, so 16 and 11 KiB. Without the pool:
+	// 36 KiB.
+	budget := 15.0
+	if raceEnabled {
+		budget++
+	}
+	if allocs > budget {
+		t.Errorf("%.0f allocations per proxied request, budget %.0f", allocs, budget)
 	}
 	if bytes > 16<<10 {
 		t.Errorf("%d bytes allocated per proxied request, budget 16 KiB", bytes)
@@ -158,10 +163,17 @@ func TestProxiedRequestAllocationBudget(t *testing.T) {
 	serve() // dial, warm the pools
 	allocs := testing.AllocsPerRun(200, serve)
 	t.Logf("%.0f allocs per proxied request", allocs)
-	// Measured: 13 with forward and parseBufferedResponse; 35 (3.5 KiB)
-	// through httputil.ReverseProxy and http.ReadResponse with the pool of
-	// upstream_h1.go; 67 (5.7 KiB) with http.Transport (issue #13).
-	if allocs > 15 {
-		t.Errorf("%.0f allocations per proxied request, budget 15", allocs)
+	// Measured: 9, 10 under -race (sync.Pool), since the pool watches
+	// the request's context only when an exchange may block and takes
+	// got1xx as an interface; 13 with forward and parseBufferedResponse;
+	// 35 (3.5 KiB) through httputil.ReverseProxy and http.ReadResponse
+	// with the pool of upstream_h1.go; 67 (5.7 KiB) with http.Transport
+	// (issue #13).
+	budget := 9.0
+	if raceEnabled {
+		budget++
+	}
+	if allocs > budget {
+		t.Errorf("%.0f allocations per proxied request, budget %.0f", allocs, budget)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -65,23 +66,31 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return t.roundTrip(req, nil)
 }
 
-// got1xxFunc takes a 1xx response, as httptrace.ClientTrace.Got1xxResponse
-// does.
-type got1xxFunc = func(code int, header textproto.MIMEHeader) error
+// got1xxHandler takes a 1xx response, as httptrace.ClientTrace.Got1xxResponse
+// does. forward's exchange is one: passed as an interface, a pointer, it
+// costs no allocation, where its method value cost one per request (#13).
+type got1xxHandler interface {
+	got1xx(code int, header textproto.MIMEHeader) error
+}
+
+// got1xxFunc is a ClientTrace's Got1xxResponse as a got1xxHandler.
+type got1xxFunc func(code int, header textproto.MIMEHeader) error
+
+func (f got1xxFunc) got1xx(code int, header textproto.MIMEHeader) error { return f(code, header) }
 
 // roundTrip is RoundTrip with got1xx, if not nil, taking the 1xx responses
-// instead of a ClientTrace: forward passes its own, so that the pool's
+// instead of a ClientTrace: forward passes its exchange, so that the pool's
 // requests need no context value to carry it (issue #13).
-func (t *upstreamTransport) roundTrip(req *http.Request, got1xx got1xxFunc) (*http.Response, error) {
+func (t *upstreamTransport) roundTrip(req *http.Request, got1xx got1xxHandler) (*http.Response, error) {
 	if req.URL.Scheme != "http" || req.Header["Upgrade"] != nil || req.Header["Expect"] != nil {
 		if got1xx != nil {
-			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got1xxResponse: got1xx}))
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got1xxResponse: got1xx.got1xx}))
 		}
 		return t.std.RoundTrip(req)
 	}
 	if got1xx == nil {
-		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
-			got1xx = trace.Got1xxResponse
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+			got1xx = got1xxFunc(trace.Got1xxResponse)
 		}
 	}
 	return t.pool(req.URL.Host).roundTrip(req, got1xx)
@@ -147,6 +156,11 @@ type h1Conn struct {
 	limit  int64 // bytes the response header may still take; -1: no limit
 	reused bool  // served a request before
 	idleAt time.Time
+
+	// The exchange's watch of its request's context (see roundTrip).
+	stop     func() bool // ends the watch; nil while unwatched
+	polledTo time.Time   // the response header deadline, while the read deadline is unwatchedWait's
+	sentBody bool        // the last request had a body: the next is watched from the start
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -168,7 +182,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // header. A request that needs no body to be resent and failed on a reused
 // connection before any byte of a response came back (the upstream closed
 // it while idle) is sent again on another.
-func (p *h1Pool) roundTrip(req *http.Request, got1xx got1xxFunc) (*http.Response, error) {
+func (p *h1Pool) roundTrip(req *http.Request, got1xx got1xxHandler) (*http.Response, error) {
 	ctx := req.Context()
 	if p.cfg.noKeepAlive && !req.Close {
 		r := *req // the upstream is told, as http.Transport's DisableKeepAlives tells it
@@ -177,7 +191,7 @@ func (p *h1Pool) roundTrip(req *http.Request, got1xx got1xxFunc) (*http.Response
 	}
 	rt, err := newRequestTarget(req)
 	if err == nil {
-		err = validHeader(req.Header)
+		rt.headerSize, err = validHeader(req.Header)
 	}
 	if err != nil {
 		closeRequestBody(req)
@@ -383,42 +397,69 @@ func (c *h1Conn) close() {
 // had served a request before and nothing at all came back on it (the
 // upstream closed it while idle), so req never reached the upstream's
 // handler.
-func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget, got1xx got1xxFunc) (_ *http.Response, _ error, retry bool) {
+//
+// The request's context, once canceled, closes c for as long as the
+// exchange may block on it: a context.AfterFunc (c.watch). That costs
+// allocations, 2 to 5 per request (issue #13), which the common exchange
+// does without: a request without a body whose header fits in c's buffer,
+// on a connection that carried no body before, so that the upstream, which
+// answered every request before, has read every byte of them and the write
+// cannot block; a response header that comes whole within unwatchedWait;
+// and a body that came with it. Until then the read deadline is
+// unwatchedWait, at which the exchange checks the context and watches it
+// from then on, and readResponse watches before it reads anything else.
+// A cancellation in that time is noticed at most unwatchedWait late.
+func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget, got1xx got1xxHandler) (_ *http.Response, _ error, retry bool) {
 	ctx := req.Context()
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, c.cancel)
-	}
 	c.nread = 0
 	fail := func(err error, wire bool) (*http.Response, error, bool) {
-		stop()
+		c.unwatch()
 		c.close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("proxy: upstream request: %w", ctx.Err()), false
 		}
 		return nil, err, wire && c.reused && c.nread == 0
 	}
+	if err := ctx.Err(); err != nil { // as a watch would, at once
+		return fail(err, false)
+	}
 	var w *bodyWriter
 	if req.Body == nil || req.Body == http.NoBody {
+		unwatched := false
 		if hasWireBody(req) {
+			c.watch(ctx)
 			if err := req.Write(c.bw); err != nil { // framing to work out, or refuse
 				return fail(err, false)
 			}
 		} else {
+			unwatched = !c.sentBody && rt.maxWireSize() <= c.bw.Available()
+			if !unwatched {
+				c.watch(ctx)
+			}
 			writeBodylessRequest(c.bw, req, rt)
 		}
+		c.sentBody = false
 		if err := c.bw.Flush(); err != nil {
 			return fail(err, true)
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.pool.cfg.responseHeader))
+		now := time.Now()
+		wait := c.pool.cfg.responseHeader
+		if unwatched && wait > unwatchedWait {
+			c.polledTo = now.Add(wait)
+			wait = unwatchedWait
+		}
+		c.nc.SetReadDeadline(now.Add(wait))
 	} else {
 		// The body goes out while the response is read, as
 		// http.Transport does: an upstream may answer before it read
 		// all of it. The header timeout starts once it is sent.
+		c.watch(ctx)
+		c.sentBody = true
 		w = newBodyWriter(c, req)
 		go w.write()
 	}
 	resp, fast, err := c.readResponse(req, got1xx)
+	c.polledTo = time.Time{}
 	if w != nil {
 		w.gotHeader()
 	} else {
@@ -434,33 +475,47 @@ func (c *h1Conn) roundTrip(req *http.Request, rt *requestTarget, got1xx got1xxFu
 	}
 	closeAfter := resp.Close || req.Close || c.pool.cfg.noKeepAlive
 	if resp.Body == http.NoBody {
-		finish(c, stop, w, closeAfter, true)
+		finish(c, w, closeAfter, true)
 		return resp, nil, false
 	}
-	b := fast
-	if b == nil {
+	var b *h1Body
+	if fast == nil {
 		b = new(h1Body)
+	} else {
+		b = &fast.body
+		if int64(c.br.Buffered()) < fast.fixed.n {
+			c.watch(ctx) // the body is still to come
+		}
 	}
-	*b = h1Body{c: c, rc: resp.Body, stop: stop, w: w, closeAfter: closeAfter}
+	*b = h1Body{c: c, rc: resp.Body, w: w, closeAfter: closeAfter}
 	resp.Body = b
 	return resp, nil, false
 }
 
 // readResponse reads the final response header, passing 1xx responses to
 // got1xx if not nil (forward passes them on). A response
-// parseBufferedResponse read comes with room for its h1Body (body).
-func (c *h1Conn) readResponse(req *http.Request, got1xx got1xxFunc) (_ *http.Response, body *h1Body, _ error) {
+// parseBufferedResponse read comes with room for its h1Body (fast).
+func (c *h1Conn) readResponse(req *http.Request, got1xx got1xxHandler) (_ *http.Response, fast *h1Response, _ error) {
 	c.limit = maxResponseHeaderBytes
 	defer func() { c.limit = -1 }()
 	for {
 		if _, err := c.br.Peek(1); err != nil { // wait for the response
+			if !c.polledTo.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) {
+				if err := c.watchLate(req.Context()); err != nil {
+					return nil, nil, err
+				}
+				continue // and wait until the response header deadline
+			}
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // as http.ReadResponse reports it
 			}
 			return nil, nil, err
 		}
 		if r := parseBufferedResponse(c.br, req); r != nil {
-			return &r.resp, &r.body, nil
+			return &r.resp, r, nil
+		}
+		if err := c.watchLate(req.Context()); err != nil { // http.ReadResponse may wait
+			return nil, nil, err
 		}
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
@@ -471,7 +526,7 @@ func (c *h1Conn) readResponse(req *http.Request, got1xx got1xxFunc) (_ *http.Res
 			return nil, nil, errUpstreamSwitched
 		case resp.StatusCode < 200:
 			if got1xx != nil {
-				if err := got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				if err := got1xx.got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 					return nil, nil, err
 				}
 				c.limit = maxResponseHeaderBytes
@@ -482,19 +537,21 @@ func (c *h1Conn) readResponse(req *http.Request, got1xx got1xxFunc) (_ *http.Res
 	}
 }
 
-// validHeader refuses header fields http.Transport refuses to send.
-func validHeader(h http.Header) error {
+// validHeader refuses header fields http.Transport refuses to send. It
+// returns the bytes h takes on the wire, "Key: value\r\n" a value.
+func validHeader(h http.Header) (size int, _ error) {
 	for k, vv := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("proxy: invalid header field name %q", k)
+			return 0, fmt.Errorf("proxy: invalid header field name %q", k)
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("proxy: invalid header field value for %q", k) // the value may be secret
+				return 0, fmt.Errorf("proxy: invalid header field value for %q", k) // the value may be secret
 			}
+			size += len(k) + len(v) + 4
 		}
 	}
-	return nil
+	return size, nil
 }
 
 // alive reports whether an idle connection can carry a request: the
@@ -516,12 +573,12 @@ func (c *h1Conn) alive() bool {
 // http.Transport's persistConn does (wroteRequest, waitForBodyRead). An
 // unfinished body is not waited for, as the client may never finish it:
 // the connection, on which a request was cut short, is closed.
-func finish(c *h1Conn, stop func() bool, w *bodyWriter, closeAfter, clean bool) {
+func finish(c *h1Conn, w *bodyWriter, closeAfter, clean bool) {
 	reuse := clean && !closeAfter && c.br.Buffered() == 0
 	if w != nil {
 		reuse = w.wait(reuse)
 	}
-	canceled := !stop() // the context fired: c is being closed
+	canceled := !c.unwatch() // the context fired: c is being closed
 	if reuse && !canceled {
 		c.pool.put(c)
 		return
@@ -535,7 +592,6 @@ func finish(c *h1Conn, stop func() bool, w *bodyWriter, closeAfter, clean bool) 
 type h1Body struct {
 	c          *h1Conn
 	rc         io.ReadCloser // as http.ReadResponse made it
-	stop       func() bool   // ends the close on context cancel
 	w          *bodyWriter   // nil without a request body
 	closeAfter bool
 	done       bool
@@ -562,5 +618,5 @@ func (b *h1Body) Close() error {
 
 func (b *h1Body) end(clean bool, err error) {
 	b.done, b.err = true, err
-	finish(b.c, b.stop, b.w, b.closeAfter, clean)
+	finish(b.c, b.w, b.closeAfter, clean)
 }

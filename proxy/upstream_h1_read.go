@@ -11,11 +11,13 @@ import (
 )
 
 // h1Response is a response read by parseBufferedResponse, allocated in one
-// piece with its body readers.
+// piece with its body readers and, for a header of up to len(vals) lines
+// (nginx sends 5 to 8), the backing array of its values.
 type h1Response struct {
 	resp  http.Response
 	fixed fixedBody // resp.Body's source when it has one
 	body  h1Body    // what roundTrip hands out as resp.Body
+	vals  [6]string
 }
 
 // parseBufferedResponse reads the common response, whole in br's buffer,
@@ -70,7 +72,10 @@ func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
 		Status: block[len(proto) : nl-1], StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: make(http.Header, lines), ContentLength: -1, Request: req,
 	}
-	vals := make([]string, lines)
+	vals := r.vals[:min(lines, len(r.vals))]
+	if lines > len(r.vals) {
+		vals = make([]string, lines)
+	}
 	for s := block[nl+1:]; s != ""; {
 		var line string
 		if i := indexByteString(s, '\n'); i >= 0 {

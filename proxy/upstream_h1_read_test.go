@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // FuzzParseBufferedResponse checks parseBufferedResponse against
@@ -33,6 +34,7 @@ func FuzzParseBufferedResponse(f *testing.F) {
 	f.Add("HTTP/1.1 200 OK\r\nfoo_bar: 1\r\nÄ: 2\r\nContent-Length: +2\r\n\r\nok", "GET")
 	f.Add("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "GET")
 	f.Add("HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 2\r\n\r\nok", "GET")
+	f.Add("HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nLast-Modified: y\r\nConnection: keep-alive\r\nETag: \"z\"\r\nAccept-Ranges: bytes\r\nVary: a\r\nVary: b\r\n\r\nok", "GET")
 	f.Fuzz(func(t *testing.T, raw, method string) {
 		req := &http.Request{Method: method}
 		br := bufio.NewReaderSize(bytes.NewReader([]byte(raw)), 4<<10)
@@ -68,4 +70,14 @@ func FuzzParseBufferedResponse(f *testing.F) {
 			t.Fatalf("%q: body %q, %v; http.ReadResponse's %q, %v", raw, gb, gerr, wb, werr)
 		}
 	})
+}
+
+// TestH1ResponseSize: parseBufferedResponse's one allocation for a response
+// and its body readers, with room for 6 header values, stays in the
+// 320-byte size class (it was 224 bytes plus a slice of values; #13).
+func TestH1ResponseSize(t *testing.T) {
+	t.Parallel()
+	if n := unsafe.Sizeof(h1Response{}); n > 320 {
+		t.Errorf("h1Response is %d bytes, want at most 320", n)
+	}
 }

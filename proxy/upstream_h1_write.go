@@ -29,6 +29,7 @@ func hasWireBody(req *http.Request) bool {
 type requestTarget struct {
 	method, host, path, query string
 	forceQuery                bool // "?" even with an empty query
+	headerSize                int  // bytes of the header's fields on the wire (validHeader)
 }
 
 // newRequestTarget works out req's method, Host (req.Host, else the URL's;
@@ -68,6 +69,13 @@ func newRequestTarget(req *http.Request) (requestTarget, error) {
 		return rt, errRequestURICTL
 	}
 	return rt, nil
+}
+
+// maxWireSize bounds what writeBodylessRequest writes: the fields beyond
+// the header's own (request line, Host, User-Agent, Content-Length,
+// Connection) take less than 128 bytes more than their values.
+func (rt *requestTarget) maxWireSize() int {
+	return rt.headerSize + len(rt.method) + len(rt.path) + len(rt.query) + len(rt.host) + 128
 }
 
 // writeBodylessRequest writes the header of req, which has no body, to

@@ -36,7 +36,7 @@ func FuzzWriteBodylessRequest(f *testing.F) {
 		req := &http.Request{Method: method, URL: u, Host: host, Header: h, Close: flags == "close"}
 		rt, err := newRequestTarget(req)
 		if err == nil {
-			err = validHeader(req.Header)
+			rt.headerSize, err = validHeader(req.Header)
 		}
 		var want bytes.Buffer
 		wantErr := req.Write(&want)
@@ -47,6 +47,9 @@ func FuzzWriteBodylessRequest(f *testing.F) {
 		bw := bufio.NewWriter(&got)
 		writeBodylessRequest(bw, req, &rt)
 		bw.Flush()
+		if got.Len() > rt.maxWireSize() {
+			t.Fatalf("wrote %d bytes, more than maxWireSize %d: %q", got.Len(), rt.maxWireSize(), got.String())
+		}
 		if wantErr != nil {
 			t.Fatalf("req.Write refused %q (%v), writeBodylessRequest wrote %q", target, wantErr, got.String())
 		}
