@@ -97,7 +97,8 @@ func (t *upstreamTransport) roundTrip(req *http.Request, got1xx got1xxHandler) (
 }
 
 // CloseIdleConnections closes every idle connection; connections in use
-// are closed when their response is done. The transport stays usable.
+// are closed when their response is done, until a request asks for a
+// connection again. The transport stays usable.
 func (t *upstreamTransport) CloseIdleConnections() {
 	t.std.CloseIdleConnections()
 	t.mu.RLock()
@@ -135,13 +136,18 @@ type h1Pool struct {
 	cfg  *h1Config
 	addr string // host:port dialled
 
-	// mu protects idle, open, waiters, timer and timerSet.
+	// mu protects idle, open, waiters, timer, timerSet and closeNew.
 	mu       sync.Mutex
 	idle     []*h1Conn      // most recently used last
 	open     int            // connections open or being dialled
 	waiters  []chan *h1Conn // requests waiting at the cap, oldest first; sent nil, one dials
 	timer    *time.Timer    // closes connections idle longer than cfg.idle
 	timerSet bool           // timer is armed
+	// closeNew: closeIdle ran and no request asked for a connection
+	// since, so a connection that becomes idle is closed, as
+	// http.Transport does after CloseIdleConnections (Handler.Stop on a
+	// reload: the old handler's pools get no more requests).
+	closeNew bool
 }
 
 // h1Conn is one connection to an upstream. It carries one request at a
@@ -240,6 +246,7 @@ func closeRequestBody(req *http.Request) {
 func (p *h1Pool) get(ctx context.Context, replayable bool) (*h1Conn, error) {
 	for {
 		p.mu.Lock()
+		p.closeNew = false // a request wants connections again
 		if n := len(p.idle); n > 0 {
 			c := p.idle[n-1]
 			p.idle[n-1] = nil
@@ -311,7 +318,7 @@ func (p *h1Pool) put(c *h1Conn) {
 		w <- c
 		return
 	}
-	if len(p.idle) >= p.cfg.maxIdle {
+	if p.closeNew || len(p.idle) >= p.cfg.maxIdle {
 		p.mu.Unlock()
 		c.close()
 		return
@@ -380,6 +387,7 @@ func (p *h1Pool) closeIdle() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	p.closeNew = true
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.close()

@@ -637,3 +637,45 @@ func TestH1ResponseHeaderLimit(t *testing.T) {
 		t.Errorf("%d connections open after the error, want 0", p.open)
 	}
 }
+
+// TestH1CloseIdleClosesConnectionsInUse: after CloseIdleConnections, a
+// connection whose response was still being read is closed when it ends,
+// not pooled (Handler.Stop on a reload leaves the old pools without
+// requests), until a request asks for a connection again.
+func TestH1CloseIdleClosesConnectionsInUse(t *testing.T) {
+	t.Parallel()
+	up := startRawUpstream(t, func(_ int, _ *http.Request, w io.Writer) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	tr := newUpstreamTransport(&RouteConfig{}, nil)
+	t.Cleanup(tr.CloseIdleConnections)
+	req, _ := http.NewRequest("GET", up.url(), nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections() // while the response is in use
+	if b, _ := io.ReadAll(resp.Body); string(b) != "ok" {
+		t.Fatalf("body %q", b)
+	}
+	resp.Body.Close()
+	p := tr.pool(req.URL.Host)
+	p.mu.Lock()
+	idle, open := len(p.idle), p.open
+	p.mu.Unlock()
+	if idle != 0 || open != 0 {
+		t.Fatalf("after CloseIdleConnections, the connection in use ended with %d idle, %d open; want it closed", idle, open)
+	}
+
+	// A new request: connections are pooled again.
+	if _, b := h1Get(t, tr, "GET", up.url()); b != "ok" {
+		t.Fatalf("next request: body %q", b)
+	}
+	p.mu.Lock()
+	idle = len(p.idle)
+	p.mu.Unlock()
+	if idle != 1 || up.accepted.Load() != 2 {
+		t.Fatalf("next request: %d idle, %d connections accepted; want 1 idle of 2", idle, up.accepted.Load())
+	}
+}
