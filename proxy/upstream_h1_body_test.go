@@ -45,7 +45,7 @@ func TestH1RequestBodyReadError(t *testing.T) {
 				if r.Method == "POST" {
 					bodyErrs <- err
 				}
-				io.WriteString(w, string(b))
+				w.Write(b)
 			})
 			tr := newUpstreamTransport(&RouteConfig{}, nil)
 			t.Cleanup(tr.CloseIdleConnections)
@@ -215,7 +215,7 @@ func TestProxiedRequestBodiesReuseConnection(t *testing.T) {
 			t.Parallel()
 			up, conns := countedUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				b, _ := io.ReadAll(r.Body)
-				io.WriteString(w, string(b))
+				w.Write(b)
 			})
 			h, _ := benchHandler(t, up.URL, nil)
 			front := httptest.NewUnstartedServer(h)
