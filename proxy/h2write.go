@@ -36,7 +36,11 @@ import (
 // Measured under h2load -c16 -m8 against one upstream (#13): write calls
 // per proxied request 2.9 → 1.2 (one of them the upstream's), server CPU
 // per request 42 → 32 µs; for a handler that only writes "ok", 1.9 → 0.16
-// write calls and 26-32 → 15 µs per request.
+// write calls and 26-32 → 15 µs per request. The scheduler pass costs no
+// measurable latency: mean time per request with h2load -n 20000 against
+// a Go upstream, with and without h2WriteConn, two interleaved rounds, was
+// 232/186 vs 246/197 µs with one stream (-c1 -m1) and 5.4/4.1 vs 5.7/5.2 ms
+// at -c16 -m8.
 type h2WriteConn struct {
 	*tls.Conn        // Read, deadlines, ConnectionState (for the request's TLS)
 	flushFn   func() // c.flush, bound once: "go c.flush()" allocates a closure per call
