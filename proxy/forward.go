@@ -229,7 +229,7 @@ func namesHeader(names []string, k string) bool {
 // a token canonicalises to the canonical key it equals in any case, any
 // other name to itself.
 func canonicalIs(name, k string) bool {
-	if !isTokenString(name) {
+	if !httpguts.ValidHeaderFieldName(name) {
 		return name == k
 	}
 	return equalFoldASCII(name, k) && textproto.CanonicalMIMEHeaderKey(k) == k

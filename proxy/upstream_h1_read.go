@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"strconv"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -78,7 +80,7 @@ func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
 	}
 	for s := block[nl+1:]; s != ""; {
 		var line string
-		if i := indexByteString(s, '\n'); i >= 0 {
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
 			line, s = s[:i], s[i+1:]
 		} else {
 			line, s = s, ""
@@ -87,8 +89,8 @@ func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
 			return nil // a bare LF
 		}
 		line = line[:len(line)-1]
-		colon := indexByteString(line, ':')
-		if colon <= 0 || !isTokenString(line[:colon]) {
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 || !httpguts.ValidHeaderFieldName(line[:colon]) {
 			return nil
 		}
 		if line[0] == ' ' || line[0] == '\t' || len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
@@ -108,16 +110,18 @@ func parseBufferedResponse(br *bufio.Reader, req *http.Request) *h1Response {
 			if r.resp.ContentLength >= 0 {
 				return nil
 			}
-			if r.resp.ContentLength = parseDecimal(trimOWS(v)); r.resp.ContentLength < 0 {
+			n, err := strconv.ParseUint(textproto.TrimString(v), 10, 63) // as net/http parses it
+			if err != nil {
 				return nil
 			}
+			r.resp.ContentLength = int64(n)
 		}
 		vv := r.resp.Header[key]
 		if vv == nil {
 			vv, vals = vals[:1:1], vals[1:]
-			vv[0] = trimOWS(v)
+			vv[0] = textproto.TrimString(v)
 		} else {
-			vv = append(vv, trimOWS(v))
+			vv = append(vv, textproto.TrimString(v))
 		}
 		r.resp.Header[key] = vv
 	}
@@ -165,65 +169,3 @@ func (b *fixedBody) Read(p []byte) (int, error) {
 
 // Close does nothing: h1Body ends the exchange.
 func (b *fixedBody) Close() error { return nil }
-
-func indexByteString(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-// isTokenString reports whether s is a valid header field name (RFC 9110
-// token), which textproto canonicalises.
-func isTokenString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x80 || !tokenTable[c] {
-			return false
-		}
-	}
-	return true
-}
-
-var tokenTable = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
-
-// trimOWS trims spaces and tabs at both ends, as textproto does to values.
-func trimOWS(s string) string {
-	for s != "" && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// parseDecimal parses a Content-Length of 1 to 18 digits; -1 if it is not
-// one.
-func parseDecimal(s string) int64 {
-	if s == "" || len(s) > 18 {
-		return -1
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return -1
-		}
-		n = n*10 + int64(s[i]-'0')
-	}
-	return n
-}
