@@ -245,53 +245,59 @@ func closeRequestBody(req *http.Request) {
 // (see probe).
 func (p *h1Pool) get(ctx context.Context, replayable bool) (*h1Conn, error) {
 	for {
-		p.mu.Lock()
-		p.closeNew = false // a request wants connections again
-		if n := len(p.idle); n > 0 {
-			c := p.idle[n-1]
-			p.idle[n-1] = nil
-			p.idle = p.idle[:n-1]
-			p.mu.Unlock()
-			if !replayable && !c.alive() {
-				c.close()
-				continue
-			}
-			return c, nil
+		c, err := p.take(ctx)
+		if err != nil {
+			return nil, err
 		}
-		if p.open < p.cfg.maxConns {
-			p.open++
-			p.mu.Unlock()
-			return p.dial(ctx)
+		if !replayable && !c.alive() {
+			c.close()
+			continue
 		}
-		w := make(chan *h1Conn, 1)
-		p.waiters = append(p.waiters, w)
+		return c, nil
+	}
+}
+
+// take returns an idle connection, or one handed over by a request that
+// ended, or a new one, waiting at the cap.
+func (p *h1Pool) take(ctx context.Context) (*h1Conn, error) {
+	p.mu.Lock()
+	p.closeNew = false // a request wants connections again
+	if n := len(p.idle); n > 0 {
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		select {
-		case c := <-w:
-			if c == nil {
-				return p.dial(ctx) // a slot was handed over
-			}
-			if !replayable && !c.alive() {
-				c.close()
-				continue
-			}
-			return c, nil
-		case <-ctx.Done():
-			p.mu.Lock()
-			i := slices.Index(p.waiters, w)
-			if i >= 0 {
-				p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			}
-			p.mu.Unlock()
-			if i < 0 { // handed something just now: pass it on
-				if c := <-w; c != nil {
-					p.put(c)
-				} else {
-					p.release()
-				}
-			}
-			return nil, fmt.Errorf("proxy: waiting for a connection to %s (limits.max_conns_per_upstream %d): %w", p.addr, p.cfg.maxConns, ctx.Err())
+		return c, nil
+	}
+	if p.open < p.cfg.maxConns {
+		p.open++
+		p.mu.Unlock()
+		return p.dial(ctx)
+	}
+	w := make(chan *h1Conn, 1)
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
+	select {
+	case c := <-w:
+		if c == nil {
+			return p.dial(ctx) // a slot was handed over
 		}
+		return c, nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		i := slices.Index(p.waiters, w)
+		if i >= 0 {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+		}
+		p.mu.Unlock()
+		if i < 0 { // handed something just now: pass it on
+			if c := <-w; c != nil {
+				p.put(c)
+			} else {
+				p.release()
+			}
+		}
+		return nil, fmt.Errorf("proxy: waiting for a connection to %s (limits.max_conns_per_upstream %d): %w", p.addr, p.cfg.maxConns, ctx.Err())
 	}
 }
 
