@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 )
 
 // benchHandler builds a Handler as a node runs it: metrics on, the access
@@ -69,7 +71,7 @@ func BenchmarkProxyRequestCannedUpstream(b *testing.B) {
 func cannedUpstream(tb testing.TB) string {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
 	end := []byte("\r\n\r\n")
-	ln := serveTCP(tb, new(atomic.Int64), func(c net.Conn) {
+	ln := testserver.ServeTCP(tb, new(atomic.Int64), func(c net.Conn) {
 		buf := make([]byte, 16<<10)
 		var n int
 		for {

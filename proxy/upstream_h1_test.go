@@ -20,47 +20,9 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
-)
 
-// serveTCP serves each connection accepted on a loopback listener with
-// handle, on a goroutine of its own, until the test ends: then the
-// listener and every connection are closed and the goroutines waited for.
-func serveTCP(tb testing.TB, accepted *atomic.Int64, handle func(net.Conn)) net.Listener {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	tb.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	})
-	return ln
-}
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
+)
 
 // countedUpstream starts an httptest upstream serving h, closed when the
 // test ends, and counts the connections it accepts.
@@ -92,7 +54,7 @@ type rawUpstream struct {
 func startRawUpstream(t *testing.T, respond func(i int, r *http.Request, w io.Writer) bool) *rawUpstream {
 	t.Helper()
 	u := &rawUpstream{closed: make(chan struct{}, 100)}
-	u.ln = serveTCP(t, &u.accepted, func(c net.Conn) {
+	u.ln = testserver.ServeTCP(t, &u.accepted, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
 			r, err := http.ReadRequest(br)

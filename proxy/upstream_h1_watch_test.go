@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/testserver"
 )
 
 // readRequestHeader reads one request header from br, as an upstream does.
@@ -44,7 +46,7 @@ func TestH1CanceledExchangeClosesConnection(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			sent, closed := make(chan struct{}), make(chan struct{})
-			ln := serveTCP(t, new(atomic.Int64), func(c net.Conn) {
+			ln := testserver.ServeTCP(t, new(atomic.Int64), func(c net.Conn) {
 				br := bufio.NewReader(c)
 				if readRequestHeader(br) != nil {
 					return
@@ -122,7 +124,7 @@ func TestH1SlowResponseHeader(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			conns := new(atomic.Int64)
-			ln := serveTCP(t, conns, func(c net.Conn) {
+			ln := testserver.ServeTCP(t, conns, func(c net.Conn) {
 				br := bufio.NewReader(c)
 				for readRequestHeader(br) == nil {
 					io.WriteString(c, tt.before)

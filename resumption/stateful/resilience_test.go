@@ -34,29 +34,11 @@ import (
 // does. It returns the address.
 func serve(tb testing.TB, n *node) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	tb.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				s := tls.Server(c, n.tls)
-				if s.Handshake() == nil {
-					s.Write([]byte{1})
-				}
-			})
+	ln := testserver.ServeTCP(tb, nil, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		s := tls.Server(c, n.tls)
+		if s.Handshake() == nil {
+			s.Write([]byte{1})
 		}
 	})
 	return ln.Addr().String()
