@@ -154,7 +154,7 @@ func (l *Layer) ConnConfig(base *tls.Config) (*tls.Config, *ConnSession) {
 		authAt := rec.authAt
 		if cs.DidResume {
 			rec.resumed = true
-			if id := rec.reissue; id != nil && cs.Version == tls.VersionTLS12 {
+			if id := rec.reissue; id != nil { // set only for TLS 1.2
 				rec.reissue = nil
 				l.counts.wrapOK.Inc()
 				return id, nil
