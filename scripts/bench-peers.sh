@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of edgeproxy and its peers (issue #13): nginx,
-# HAProxy, Caddy, a bare Go ReverseProxy and edgeproxy, configured alike in
-# front of one common upstream on 127.0.0.1, measured in alternated passes.
+# HAProxy, Caddy, a bare Go ReverseProxy, Go's floor (crypto/tls and
+# x/net/http2 alone: handshakes and idle memory) and edgeproxy, configured
+# alike in front of one common upstream on 127.0.0.1, measured in alternated
+# passes.
 # Prints one Markdown table per section and writes the raw results as JSON.
 # Not a test: figures depend on the machine and on what else runs on it.
 #
@@ -11,7 +13,7 @@
 #   BENCH_SECONDS   seconds per measurement (default 3)
 #   BENCH_PASSES    passes over the peers, alternating order (default 2)
 #   BENCH_IDLE      idle connections for the memory cell (default 3000)
-#   BENCH_SERVERS   peers, comma-separated (default nginx,haproxy,caddy,barego,edgeproxy)
+#   BENCH_SERVERS   peers, comma-separated (default nginx,haproxy,caddy,barego,gofloor,edgeproxy)
 #   BENCH_SECTIONS  handshake,get,keepalive,idle (default all)
 #   BENCH_JSON      raw results file (default: results.json in the work dir)
 #   BENCH_WORK      work directory (default: a new one under /tmp)
@@ -64,7 +66,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec "$work/bin/peers" -work "$work" \
   -edgeproxy "$work/bin/edgeproxy" -barego "$work/bin/baregoproxy" -idleconns "$work/bin/idleconns" \
   -seconds "${BENCH_SECONDS:-3}" -passes "${BENCH_PASSES:-2}" -idle "${BENCH_IDLE:-3000}" \
-  -servers "${BENCH_SERVERS:-nginx,haproxy,caddy,barego,edgeproxy}" \
+  -servers "${BENCH_SERVERS:-nginx,haproxy,caddy,barego,gofloor,edgeproxy}" \
   -sections "${BENCH_SECTIONS:-handshake,get,keepalive,idle}" \
   ${BENCH_JSON:+-json "$BENCH_JSON"} \
   -rev "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

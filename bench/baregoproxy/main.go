@@ -1,10 +1,14 @@
-// Command baregoproxy is the Go floor in scripts/bench-peers.sh: crypto/tls
-// and httputil.ReverseProxy with their defaults, nothing tuned. It answers
-// HTTP/1.1 and HTTP/2 (net/http's built-in h2) on a TLS listener and proxies
-// every request to one upstream.
+// Command baregoproxy is the Go reference in scripts/bench-peers.sh:
+// crypto/tls and httputil.ReverseProxy with their defaults, nothing tuned.
+// It answers HTTP/1.1 and HTTP/2 (net/http's built-in h2) on a TLS listener
+// and proxies every request to one upstream.
 //
 //	baregoproxy -listen 127.0.0.1:8443 -cert cert.pem -key key.pem \
 //	    -upstream http://127.0.0.1:8080 [-ticket-key ticket.key]
+//
+// With -floor (no -upstream) it proxies nothing: it is the least Go's own
+// TLS and HTTP/2 stack does per connection, the floor of the handshake and
+// idle-memory cells (floor.go).
 //
 // The only settings it makes are those the harness makes for every peer:
 // the certificate, TLS 1.2 and 1.3, X25519 and P-256, and (with
@@ -18,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -37,13 +42,10 @@ func run() error {
 	keyFile := flag.String("key", "", "private key PEM file (required)")
 	upstream := flag.String("upstream", "", "upstream base URL (required)")
 	ticketKey := flag.String("ticket-key", "", "nginx-format ticket key file (48 or 80 bytes); default: crypto/tls's own keys")
+	floor := flag.Bool("floor", false, "proxy nothing: handshakes, and h2 connections answering \"ok\" (floor.go)")
 	flag.Parse()
-	if *certFile == "" || *keyFile == "" || *upstream == "" {
-		return errors.New("-cert, -key and -upstream are required")
-	}
-	u, err := url.Parse(*upstream)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("-upstream %q: not an absolute URL", *upstream)
+	if *certFile == "" || *keyFile == "" || (*upstream == "") != *floor {
+		return errors.New("-cert and -key are required; -upstream is required without -floor, and refused with it")
 	}
 	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 	if err != nil {
@@ -60,6 +62,17 @@ func run() error {
 			return err
 		}
 		cfg.SetSessionTicketKeys([][32]byte{k})
+	}
+	if *floor {
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return err
+		}
+		return serveFloor(ln, cfg)
+	}
+	u, err := url.Parse(*upstream)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("-upstream %q: not an absolute URL", *upstream)
 	}
 	srv := &http.Server{
 		Addr:      *listen,

@@ -53,7 +53,7 @@ func run(args []string) error {
 	fs.IntVar(&o.passes, "passes", 2, "passes over the peers, in alternating order")
 	fs.IntVar(&o.idle, "idle", 3000, "idle connections for the memory cell")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "edgeproxy bench workers in the handshake cells")
-	fs.StringVar(&servers, "servers", "nginx,haproxy,caddy,barego,edgeproxy", "peers to measure")
+	fs.StringVar(&servers, "servers", "nginx,haproxy,caddy,barego,gofloor,edgeproxy", "peers to measure")
 	fs.StringVar(&sections, "sections", strings.Join(allSections, ","), "sections to run")
 	fs.StringVar(&o.jsonPath, "json", "", "raw results file (default: WORK/results.json)")
 	fs.StringVar(&o.rev, "rev", "", "edgeproxy revision, for the header")
@@ -210,12 +210,15 @@ func (h *harness) run() error {
 	}
 	h.o.servers = running
 	cs := cells(h.o.sections)
-	total := len(cs) * h.o.passes * len(h.o.servers)
+	total := 0
+	for _, c := range cs {
+		total += h.o.passes * len(h.taking(c.section))
+	}
 	fmt.Fprintf(os.Stderr, "bench-peers: %d measurements of %ds (work dir %s)\n", total, h.o.seconds, h.o.work)
 	n := 0
 	for _, c := range cs {
 		for pass := range h.o.passes {
-			order := slices.Clone(h.o.servers)
+			order := h.taking(c.section)
 			if pass%2 == 1 {
 				slices.Reverse(order)
 			}
@@ -231,9 +234,24 @@ func (h *harness) run() error {
 	return h.report()
 }
 
+// taking returns the running peers measured in section sec, in order.
+func (h *harness) taking(sec string) []string {
+	var out []string
+	for _, name := range h.o.servers {
+		if peerNamed(name).takes(sec) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// peerNamed returns the peer called name, which -servers was checked for.
+func peerNamed(name string) peer {
+	return allPeers[slices.IndexFunc(allPeers, func(p peer) bool { return p.name == name })]
+}
+
 func (h *harness) startPeer(name string) (*server, error) {
-	i := slices.IndexFunc(allPeers, func(p peer) bool { return p.name == name })
-	s, err := start(h.o, allPeers[i], h.base, true)
+	s, err := start(h.o, peerNamed(name), h.base, true)
 	if err != nil {
 		return nil, err
 	}

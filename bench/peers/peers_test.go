@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -246,5 +247,21 @@ func TestScriptParses(t *testing.T) {
 	}
 	if out, err := exec.Command("bash", "-n", "../../scripts/bench-peers.sh").CombinedOutput(); err != nil {
 		t.Fatalf("bash -n: %v: %s", err, out)
+	}
+}
+
+// TestTaking: a peer is measured only in its sections (gofloor proxies
+// nothing: no GET or keep-alive cells), in -servers order.
+func TestTaking(t *testing.T) {
+	h := &harness{o: &options{servers: []string{"nginx", "gofloor", "edgeproxy"}}}
+	for sec, want := range map[string][]string{
+		sectionHandshake: {"nginx", "gofloor", "edgeproxy"},
+		sectionGet:       {"nginx", "edgeproxy"},
+		sectionKeepAlive: {"nginx", "edgeproxy"},
+		sectionIdle:      {"nginx", "gofloor", "edgeproxy"},
+	} {
+		if got := h.taking(sec); !slices.Equal(got, want) {
+			t.Errorf("taking(%s) = %v, want %v", sec, got, want)
+		}
 	}
 }

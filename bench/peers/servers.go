@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,7 +24,12 @@ type peer struct {
 	// command returns the command line for a rendered config (path "" when
 	// template is "").
 	command func(o *options, p params, config string) []string
+	// sections are those the peer is measured in; nil: all.
+	sections []string
 }
+
+// takes reports whether p is measured in section sec.
+func (p peer) takes(sec string) bool { return p.sections == nil || slices.Contains(p.sections, sec) }
 
 // allPeers lists the peers in their default order; nginx first, as the
 // ratios are to nginx.
@@ -40,6 +46,12 @@ var allPeers = []peer{
 	{name: "barego", command: func(o *options, p params, _ string) []string {
 		return []string{o.barego, "-listen", addr(p.Port), "-cert", p.Cert, "-key", p.Key,
 			"-upstream", "http://" + addr(p.UpstreamPort), "-ticket-key", p.TicketKey}
+	}},
+	// gofloor is crypto/tls and x/net/http2 with nothing around them: the
+	// least Go's own stack costs per handshake and per idle connection. It
+	// proxies nothing, so it has no GET or keep-alive figures.
+	{name: "gofloor", sections: []string{sectionHandshake, sectionIdle}, command: func(o *options, p params, _ string) []string {
+		return []string{o.barego, "-floor", "-listen", addr(p.Port), "-cert", p.Cert, "-key", p.Key, "-ticket-key", p.TicketKey}
 	}},
 	{name: "edgeproxy", template: "edgeproxy.yaml", command: func(o *options, _ params, c string) []string {
 		return []string{o.edgeproxy, "serve", "--config", c}
