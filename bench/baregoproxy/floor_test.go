@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/edgeproxy/edgeproxy/internal/testserver"
 )
 
@@ -121,7 +119,7 @@ func isCloseNotify(v uint16, typ byte, length int) bool {
 // TestFloorServesH2: offered h2, the floor serves it and answers "ok".
 func TestFloorServesH2(t *testing.T) {
 	addr, cfg := startFloor(t)
-	tr := &http2.Transport{TLSClientConfig: cfg}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + addr + "/anything")
 	if err != nil {
