@@ -93,8 +93,9 @@ type Floor struct {
 	samples []metrics.Sample
 	stopped bool
 
-	// tuned, if set (tests), is called after each tune with the percent
-	// and the live heap it was computed from.
+	// tuned, if set (tests), is called after each cycle's tune, once the
+	// next cycle's cleanup is armed, with the percent set and the live heap
+	// it was computed from.
 	tuned func(percent int, live uint64)
 }
 
@@ -146,35 +147,41 @@ func (f *Floor) Stop() {
 }
 
 // arm registers a cleanup that runs after the next cycle: it tunes and arms
-// again.
+// again. A cycle that starts before the cleanup has armed finds the new
+// sentinel allocated during it, live; the cycle after it tunes.
 func (f *Floor) arm() {
 	runtime.AddCleanup(&sentinel{}, func(f *Floor) {
-		if f.tune() {
-			f.arm()
+		percent, live, running := f.tune()
+		if !running {
+			return
+		}
+		f.arm()
+		f.mu.Lock()
+		tuned := f.tuned
+		f.mu.Unlock()
+		if tuned != nil {
+			tuned(percent, live)
 		}
 	}, f)
 }
 
-// tune sets the percent for the cycle to come and reports whether f is
-// still running.
-func (f *Floor) tune() bool {
+// tune sets the percent for the cycle to come and returns it, with the live
+// heap it was computed from; running is false once f has stopped.
+func (f *Floor) tune() (percent int, live uint64, running bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
-		return false
+		return 0, 0, false
 	}
 	metrics.Read(f.samples)
-	live := f.samples[0].Value.Uint64()
+	live = f.samples[0].Value.Uint64()
 	scan := live + f.samples[1].Value.Uint64() + f.samples[2].Value.Uint64()
 	want := percentFor(f.min.Load(), live, scan, f.base)
 	if want != f.set {
 		debug.SetGCPercent(want)
 		f.set = want
 	}
-	if f.tuned != nil {
-		f.tuned(want, live)
-	}
-	return true
+	return want, live, true
 }
 
 // percentFor is the GC percent at which the runtime's heap goal reaches
