@@ -48,6 +48,9 @@ type h1Config struct {
 	idle              time.Duration
 	maxConns, maxIdle int
 	noKeepAlive       bool // a connection carries one request (PROXY protocol)
+	// watching, if set (tests), is called when an exchange starts to
+	// watch a cancelable context (upstream_h1_watch.go).
+	watching func()
 }
 
 // maxResponseHeaderBytes bounds an upstream's response header, as

@@ -24,6 +24,9 @@ func (c *h1Conn) watch(ctx context.Context) {
 		return
 	}
 	c.stop = context.AfterFunc(ctx, c.cancel)
+	if c.pool.cfg.watching != nil {
+		c.pool.cfg.watching()
+	}
 }
 
 // watchLate is readResponse's watch of an exchange roundTrip left

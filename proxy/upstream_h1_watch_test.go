@@ -108,9 +108,12 @@ func TestH1CanceledExchangeClosesConnection(t *testing.T) {
 	}
 }
 
-// TestH1SlowResponseHeader: a response header that comes later than
-// unwatchedWait, whole or in parts, is read as any other, under a
-// cancelable context, and its connection is reused.
+// TestH1SlowResponseHeader: a response header that comes only once the
+// exchange watches its context (after unwatchedWait, or after a part of
+// the header), whole or in parts, or a body that comes after its header,
+// is read as any other, and its connection is reused. The upstream sends
+// the rest when the exchange starts watching, so each request takes the
+// late path.
 func TestH1SlowResponseHeader(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -124,18 +127,32 @@ func TestH1SlowResponseHeader(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			conns := new(atomic.Int64)
+			watching := make(chan struct{}, 4)
+			var early, unwatched atomic.Int64
 			ln := testserver.ServeTCP(t, conns, func(c net.Conn) {
 				br := bufio.NewReader(c)
 				for readRequestHeader(br) == nil {
+					select {
+					case <-watching: // before any of the response
+						early.Add(1)
+					default:
+					}
 					io.WriteString(c, tt.before)
-					// Not a synchronisation: the upstream is slow on
-					// purpose, past the proxy's unwatched wait. Were it
-					// faster, the test would pass without testing that.
-					time.Sleep(3 * unwatchedWait)
+					select {
+					case <-watching:
+					case <-time.After(10 * time.Second): // bounds a broken test
+						unwatched.Add(1)
+					}
 					io.WriteString(c, tt.after)
 				}
 			})
 			tr := newUpstreamTransport(&RouteConfig{}, nil)
+			tr.cfg.watching = func() {
+				select {
+				case watching <- struct{}{}:
+				default:
+				}
+			}
 			t.Cleanup(tr.CloseIdleConnections)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -147,6 +164,9 @@ func TestH1SlowResponseHeader(t *testing.T) {
 			}
 			if n := conns.Load(); n != 1 {
 				t.Errorf("%d connections for 2 requests, want 1", n)
+			}
+			if n, m := early.Load(), unwatched.Load(); n != 0 || m != 0 {
+				t.Errorf("of 2 exchanges, %d watched their context before any response, %d never; want each to start watching late", n, m)
 			}
 		})
 	}
